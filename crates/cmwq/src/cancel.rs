@@ -1,0 +1,164 @@
+//! Cancelling, disabling and enabling work items (the kernel's `try_to_grab_pending` family).
+
+use crate::data::{self, State};
+use crate::flush::flush_work;
+use crate::pool::{pool_by_id, Entry, PoolLocked};
+use crate::{worker, Work};
+
+/// What the canceller found when it took `PENDING`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grabbed {
+    /// The item was idle.
+    Idle,
+    /// The item was queued and has been taken off its list.
+    Pending,
+}
+
+/// Takes ownership of `work`'s `PENDING`, taking the item off whatever list it is on. Returns
+/// what it found and the item's (last) pool id and disable depth. The caller must store a new
+/// word to give `PENDING` up.
+fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
+    let d = work.data();
+    let mut tries = 0u32;
+    loop {
+        if d.try_set_pending() {
+            match d.state() {
+                State::OffQueue { pool, disable, .. } => return (Grabbed::Idle, pool, disable),
+                State::Queued { .. } => unreachable!("an idle item cannot be queued"),
+            }
+        }
+        if let st @ State::Queued { pool: pool_id, .. } = d.state() {
+            if let Some(pool) = pool_by_id(pool_id) {
+                let mut g = pool.locked.lock();
+                if d.state() == st {
+                    let entry = take_queued(&mut g, work, st);
+                    d.set(data::off_queue(pool_id, 0, true));
+                    drop(g);
+                    drop(entry);
+                    return (Grabbed::Pending, pool_id, 0);
+                }
+            }
+        }
+        // Transient: a queuer or another canceller owns PENDING between lists. Their window
+        // holds no lock we could be holding, so it ends.
+        tries += 1;
+        if tries < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Removes a queued item from its list and retires it from the pwq's counters.
+fn take_queued(g: &mut PoolLocked, work: &Work, st: State) -> Entry {
+    let State::Queued {
+        slot,
+        color,
+        inactive,
+        ..
+    } = st
+    else {
+        unreachable!("take_queued on an item that is not queued")
+    };
+    let key = work.key();
+    let is_it = |e: &Entry| e.work.key() == key;
+    let entry = if inactive {
+        let list = &mut g.pwq(slot).inactive;
+        list.iter().position(is_it).and_then(|i| list.remove(i))
+    } else if let Some(i) = g.worklist.iter().position(is_it) {
+        g.worklist.remove(i)
+    } else {
+        g.workers.iter_mut().flatten().find_map(|w| {
+            let i = w.scheduled.iter().position(is_it)?;
+            w.scheduled.remove(i)
+        })
+    };
+    let entry = entry.expect("a queued item is on one of its pool's lists");
+    g.dec_nr_in_flight(slot, color, !inactive);
+    if let Some(waiters) = g.flush_waiters.remove(&key) {
+        for w in waiters {
+            w.complete();
+        }
+    }
+    entry
+}
+
+impl Work {
+    /// Takes the item off its queue if it is pending; does not wait for a running instance.
+    /// Returns whether it was pending.
+    pub fn cancel(&self) -> bool {
+        let (found, pool, disable) = grab_pending(self);
+        self.data().set(data::off_queue(pool, disable, false));
+        found == Grabbed::Pending
+    }
+
+    /// Cancels the item and waits for a running instance to finish. On return the item is
+    /// neither pending nor running, even if it re-queues itself, unless someone queues it
+    /// again after the return. Queueing attempts while it waits fail. Returns whether it was
+    /// pending.
+    ///
+    /// From inside the item itself it cannot wait for its own return: it cancels the pending
+    /// instance, logs a warning and returns.
+    ///
+    /// # Blocking
+    ///
+    /// May sleep; on a worker thread the sleep is reported to concurrency management.
+    pub fn cancel_sync(&self) -> bool {
+        let was_pending = self.disable();
+        self.wait_running();
+        self.enable();
+        was_pending
+    }
+
+    /// Cancels the item and increments its disable depth: queueing it does nothing until
+    /// [`enable`](Self::enable) has been called as many times. Returns whether it was pending.
+    ///
+    /// # Panics
+    ///
+    /// If the depth would exceed 65535 (a bug, as in the kernel).
+    pub fn disable(&self) -> bool {
+        let (found, pool, disable) = grab_pending(self);
+        if disable >= data::MAX_DISABLE {
+            self.data().set(data::off_queue(pool, disable, false));
+            panic!("work item disabled more than {} times", data::MAX_DISABLE);
+        }
+        self.data().set(data::off_queue(pool, disable + 1, false));
+        found == Grabbed::Pending
+    }
+
+    /// [`disable`](Self::disable), then waits for a running instance to finish.
+    pub fn disable_sync(&self) -> bool {
+        let was_pending = self.disable();
+        self.wait_running();
+        was_pending
+    }
+
+    /// Decrements the disable depth. Returns `true` if it reached zero (the item may be queued
+    /// again). Does not queue the item.
+    ///
+    /// # Panics
+    ///
+    /// If the item is not disabled (the kernel warns of an underflow: a bug).
+    pub fn enable(&self) -> bool {
+        let (_, pool, disable) = grab_pending(self);
+        if disable == 0 {
+            self.data().set(data::off_queue(pool, 0, false));
+            panic!("Work::enable on an item that is not disabled");
+        }
+        self.data().set(data::off_queue(pool, disable - 1, false));
+        disable == 1
+    }
+
+    fn wait_running(&self) {
+        if worker::is_current(self) {
+            tracing::warn!(
+                target: "cmwq",
+                function = self.func_name(),
+                "cancel_sync/disable_sync from inside the item cannot wait for itself"
+            );
+            return;
+        }
+        flush_work(self, true);
+    }
+}

@@ -1,0 +1,304 @@
+//! Flushing: waiting for one item ([`Work::flush`]), for everything queued on a workqueue
+//! before a point ([`Workqueue::flush`], by flush colors), and until a workqueue is empty
+//! ([`Workqueue::drain`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::data::{State, NR_COLORS};
+use crate::pool::pool_by_id;
+use crate::sync::Completion;
+use crate::workqueue::{state, WqShared};
+use crate::{worker, Error, Work, Workqueue};
+
+fn next_color(c: u8) -> u8 {
+    ((c as usize + 1) % NR_COLORS) as u8
+}
+
+// ===== Work::flush =====
+
+impl Work {
+    /// Waits until the last queued instance of this item has finished. Returns `false` at once
+    /// if the item was idle (neither pending nor running).
+    ///
+    /// Called from inside the item itself this would wait for itself forever: it logs a warning
+    /// and returns `false` instead (see [`try_flush`](Self::try_flush)).
+    ///
+    /// # Blocking
+    ///
+    /// May sleep; on a worker thread the sleep is reported to concurrency management.
+    pub fn flush(&self) -> bool {
+        self.try_flush().unwrap_or_else(|err| {
+            tracing::warn!(target: "cmwq", function = self.func_name(), "{err}");
+            false
+        })
+    }
+
+    /// Like [`flush`](Self::flush), with the self-flush reported as `Err(Error::SelfFlush)`.
+    pub fn try_flush(&self) -> Result<bool, Error> {
+        if worker::is_current(self) {
+            return Err(Error::SelfFlush);
+        }
+        Ok(flush_work(self, false))
+    }
+}
+
+/// Waits for the pending instance of `work` (unless `running_only`) or, if it is not queued,
+/// for the running one. Returns whether it waited.
+pub(crate) fn flush_work(work: &Work, running_only: bool) -> bool {
+    let key = work.key();
+    loop {
+        let Some(pool) = pool_by_id(work.data().state().pool()) else {
+            return false;
+        };
+        let done = Arc::new(Completion::new());
+        {
+            let mut g = pool.locked.lock();
+            // Under the pool lock the word is stable as far as this pool is concerned: an item
+            // whose word names this pool as queued is on one of its lists (ownership rule).
+            let st = work.data().state();
+            if st.pool() != pool.id {
+                continue; // moved meanwhile: look again
+            }
+            match st {
+                State::Queued { .. } if !running_only => {
+                    g.flush_waiters.entry(key).or_default().push(done.clone());
+                }
+                _ => match g.busy.get(&key) {
+                    Some(&w) => g.worker(w).current_waiters.push(done.clone()),
+                    None => return false,
+                },
+            }
+        }
+        done.wait();
+        return true;
+    }
+}
+
+// ===== Workqueue::flush (flush colors) =====
+
+/// Flush-color state guarded by the workqueue mutex.
+#[derive(Default)]
+pub(crate) struct FlushLocked {
+    /// Color stamped on new items.
+    work_color: u8,
+    /// Oldest color still being flushed.
+    flush_color: u8,
+    /// The flusher that watches the pwqs and cascades when they drain.
+    first_flusher: Option<Arc<Completion>>,
+    /// Flushers waiting their turn, with their colors.
+    flusher_queue: VecDeque<(u8, Arc<Completion>)>,
+    /// Flushers that found all 16 colors in use.
+    flusher_overflow: VecDeque<Arc<Completion>>,
+}
+
+/// Flush state touched under pool locks.
+#[derive(Default)]
+pub(crate) struct FlushState {
+    /// Pwqs still holding items of the flushed color (+1 while arming).
+    nr_pwqs_to_flush: AtomicUsize,
+    /// The first flusher's completion (a leaf lock: taken under pool locks).
+    first_flusher_done: Mutex<Option<Arc<Completion>>>,
+}
+
+impl FlushState {
+    /// Called under a pool lock when a pwq's last item of the flushed color retires.
+    pub(crate) fn pwq_flushed(&self) {
+        // AcqRel: the decrement that reaches zero acquires every earlier decrement's release,
+        // so the flusher woken below sees all retirements.
+        if self.nr_pwqs_to_flush.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(c) = &*self.first_flusher_done.lock() {
+                c.complete();
+            }
+        }
+    }
+}
+
+fn set_first_flusher(wq: &WqShared, f: &mut FlushLocked, c: Option<Arc<Completion>>) {
+    *wq.flush_state.first_flusher_done.lock() = c.clone();
+    f.first_flusher = c;
+}
+
+/// Arms the pwqs for `flush_color` and/or advances their work color (the kernel's
+/// `flush_workqueue_prep_pwqs`). Returns whether some pwq has items of `flush_color`; if none
+/// has, the first flusher is completed here.
+fn prep_pwqs(wq: &WqShared, flush_color: Option<u8>, work_color: Option<u8>) -> bool {
+    let st = &wq.flush_state;
+    if flush_color.is_some() {
+        debug_assert_eq!(st.nr_pwqs_to_flush.load(Ordering::Relaxed), 0);
+        st.nr_pwqs_to_flush.store(1, Ordering::Relaxed);
+    }
+    let mut wait = false;
+    for pwq in wq.pwqs() {
+        let mut g = pwq.pool.locked.lock();
+        let Some(p) = g.pwqs[pwq.slot as usize].as_mut() else {
+            continue;
+        };
+        if let Some(fc) = flush_color {
+            if p.nr_in_flight[fc as usize] > 0 {
+                p.flush_color = Some(fc);
+                st.nr_pwqs_to_flush.fetch_add(1, Ordering::Relaxed);
+                wait = true;
+            }
+        }
+        if let Some(wc) = work_color {
+            p.work_color = wc;
+        }
+    }
+    if flush_color.is_some() {
+        st.pwq_flushed();
+    }
+    wait
+}
+
+/// `__flush_workqueue`: waits for every item queued before the call.
+pub(crate) fn flush_shared(wq: &WqShared) -> Result<(), Error> {
+    if wq.is_current() {
+        return Err(Error::SelfFlush);
+    }
+    let me = Arc::new(Completion::new());
+    {
+        let mut l = wq.mutex.lock();
+        let f = &mut l.flush;
+        let next = next_color(f.work_color);
+        if next != f.flush_color {
+            let my_color = f.work_color;
+            f.work_color = next;
+            if f.first_flusher.is_none() {
+                set_first_flusher(wq, f, Some(me.clone()));
+                if !prep_pwqs(wq, Some(my_color), Some(next)) {
+                    // Nothing in flight: done.
+                    f.flush_color = next;
+                    set_first_flusher(wq, f, None);
+                    return Ok(());
+                }
+            } else {
+                f.flusher_queue.push_back((my_color, me.clone()));
+                prep_pwqs(wq, None, Some(next));
+            }
+        } else {
+            // All colors are in use: wait for one to free up.
+            f.flusher_overflow.push_back(me.clone());
+        }
+    }
+    me.wait();
+
+    // Only the first flusher cascades to the next colors.
+    let mut l = wq.mutex.lock();
+    let f = &mut l.flush;
+    if !f
+        .first_flusher
+        .as_ref()
+        .is_some_and(|c| Arc::ptr_eq(c, &me))
+    {
+        return Ok(());
+    }
+    set_first_flusher(wq, f, None);
+    loop {
+        while f
+            .flusher_queue
+            .front()
+            .is_some_and(|(c, _)| *c == f.flush_color)
+        {
+            let (_, done) = f.flusher_queue.pop_front().expect("checked");
+            done.complete();
+        }
+        f.flush_color = next_color(f.flush_color);
+        if !f.flusher_overflow.is_empty() {
+            let color = f.work_color;
+            for done in f.flusher_overflow.drain(..) {
+                f.flusher_queue.push_back((color, done));
+            }
+            f.work_color = next_color(f.work_color);
+            prep_pwqs(wq, None, Some(f.work_color));
+        }
+        let Some((color, next)) = f.flusher_queue.pop_front() else {
+            debug_assert_eq!(f.flush_color, f.work_color);
+            break;
+        };
+        debug_assert_eq!(color, f.flush_color);
+        set_first_flusher(wq, f, Some(next));
+        if prep_pwqs(wq, Some(f.flush_color), None) {
+            break;
+        }
+        // That color had nothing in flight (prep completed the flusher): cascade again.
+        set_first_flusher(wq, f, None);
+    }
+    Ok(())
+}
+
+/// `drain_workqueue`: flushes until the queue is empty, refusing outside queueing meanwhile.
+pub(crate) fn drain_shared(wq: &WqShared) -> Result<(), Error> {
+    if wq.is_current() {
+        return Err(Error::SelfFlush);
+    }
+    {
+        let mut l = wq.mutex.lock();
+        l.nr_drainers += 1;
+        // Release: pairs with the Acquire state load in `insert_owned`.
+        wq.state.fetch_or(state::DRAINING, Ordering::Release);
+    }
+    let mut flushes = 0u32;
+    loop {
+        flush_shared(wq)?;
+        let drained = wq.pwqs().iter().all(|pwq| {
+            let g = pwq.pool.locked.lock();
+            g.pwqs[pwq.slot as usize]
+                .as_ref()
+                .is_none_or(|p| p.nr_active == 0 && p.inactive.is_empty())
+        });
+        if drained {
+            break;
+        }
+        flushes += 1;
+        if flushes == 10 || (flushes % 100 == 0 && flushes <= 1000) {
+            tracing::warn!(
+                target: "cmwq",
+                workqueue = %wq.name,
+                "drain isn't complete after {flushes} tries"
+            );
+        }
+    }
+    let mut l = wq.mutex.lock();
+    l.nr_drainers -= 1;
+    if l.nr_drainers == 0 {
+        wq.state.fetch_and(!state::DRAINING, Ordering::Release);
+    }
+    Ok(())
+}
+
+impl Workqueue {
+    /// Waits for every item queued before the call (inactive ones included) and for none
+    /// queued after: a self-requeueing item cannot make it wait forever.
+    ///
+    /// From one of this queue's own items it would wait for itself: it logs a warning and
+    /// returns at once (see [`try_flush`](Self::try_flush)).
+    pub fn flush(&self) {
+        if let Err(err) = self.try_flush() {
+            tracing::warn!(target: "cmwq", workqueue = %self.name(), "{err}");
+        }
+    }
+
+    /// Like [`flush`](Self::flush), with the self-flush reported as `Err(Error::SelfFlush)`.
+    pub fn try_flush(&self) -> Result<(), Error> {
+        flush_shared(self.shared())
+    }
+
+    /// Waits until the queue is empty, chained self-requeues included. Meanwhile queueing from
+    /// anywhere but the queue's own items is refused (`false` from `queue`, `Err` from
+    /// `try_queue`) and leaves the item not pending.
+    pub fn drain(&self) {
+        if let Err(err) = self.try_drain() {
+            tracing::warn!(target: "cmwq", workqueue = %self.name(), "{err}");
+        }
+    }
+
+    /// Like [`drain`](Self::drain), with draining from the queue's own item reported as
+    /// `Err(Error::SelfFlush)`.
+    pub fn try_drain(&self) -> Result<(), Error> {
+        drain_shared(self.shared())
+    }
+}

@@ -1,0 +1,81 @@
+//! # cmwq: the Linux kernel's Concurrency Managed Workqueue, in user space
+//!
+//! Work items with identity, queued on named workqueues, run by shared pools of worker
+//! threads that keep each CPU busy with as few running workers as possible.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use cmwq::{Work, Workqueue, WqFlags};
+//!
+//! let wq = Workqueue::new("example", WqFlags::empty(), 0)?;
+//! let hits = Arc::new(AtomicUsize::new(0));
+//! let h = hits.clone();
+//! let work = Work::new(move |_| { h.fetch_add(1, Ordering::Relaxed); });
+//! assert!(wq.queue(&work));   // newly queued
+//! wq.queue(&work);            // false if still pending: it runs once for both
+//! wq.flush();                 // waits for everything queued before this call
+//! assert!(hits.load(Ordering::Relaxed) >= 1);
+//! # Ok::<(), cmwq::Error>(())
+//! ```
+//!
+//! ## Kernel-to-crate glossary
+//!
+//! | kernel | cmwq |
+//! |---|---|
+//! | `struct work_struct`, `INIT_WORK` | [`Work`], [`Work::new`], [`WorkField`] + [`WorkItem`] for embedding |
+//! | `DECLARE_WORK` | [`StaticWork`] |
+//! | `alloc_workqueue(name, flags, max_active)` | [`Workqueue::new`], [`Workqueue::builder`] |
+//! | `alloc_ordered_workqueue` | [`Workqueue::ordered`] |
+//! | `destroy_workqueue` | [`Workqueue::destroy`] (or drop the last handle) |
+//! | `WQ_UNBOUND`, `WQ_HIGHPRI`, ... | [`WqFlags::UNBOUND`], [`WqFlags::HIGHPRI`], ... |
+//! | `queue_work`, `queue_work_on` | [`Workqueue::queue`], [`Workqueue::queue_on`] |
+//! | `schedule_work`, `schedule_work_on` | [`schedule_work`], [`schedule_work_on`] |
+//! | `flush_work`, `flush_workqueue`, `drain_workqueue` | [`Work::flush`], [`Workqueue::flush`], [`Workqueue::drain`] |
+//! | `cancel_work`, `cancel_work_sync` | [`Work::cancel`], [`Work::cancel_sync`] |
+//! | `disable_work[_sync]`, `enable_work` | [`Work::disable`], [`Work::disable_sync`], [`Work::enable`] |
+//! | `work_pending`, `work_busy` | [`Work::is_pending`], [`Work::busy`] |
+//! | `workqueue_set_max_active` | [`Workqueue::set_max_active`] |
+//! | `current_work()` | [`current_work`] |
+//! | `wq_worker_sleeping` / `wq_worker_running` (scheduler hooks) | [`blocking`] |
+//! | `system_wq`, `system_highpri_wq`, ... | [`system_wq`], [`system_highpri_wq`], ... |
+//! | `worker_pool`, `pool_workqueue`, `worker` | `WorkerPool`, `PoolWorkqueue`, `Worker` (internal) |
+//! | `nr_running`, `nr_active`, `max_active`, flush colors | same names, same meaning (see `docs/DESIGN.md`) |
+//! | `kworker/3:1H`, `kworker/u4:2`, `kworker/R-name` | the same thread names, cut to 15 bytes |
+//!
+//! The design, the guarantees and the differences from Linux are in `docs/DESIGN.md`; the
+//! concurrency protocol (data-word state table, lock order, orderings) is in
+//! `crates/cmwq/src/CONCURRENCY.md`.
+
+#![warn(missing_docs)]
+
+mod cancel;
+mod concurrency;
+mod data;
+mod error;
+mod flush;
+mod pool;
+mod pwq;
+mod rescuer;
+mod sync;
+mod system;
+mod topology;
+mod work;
+mod worker;
+mod workqueue;
+
+#[doc(hidden)]
+pub mod protocol {
+    #![doc = include_str!("CONCURRENCY.md")]
+}
+
+pub use concurrency::blocking;
+pub use error::Error;
+pub use system::{
+    schedule_work, schedule_work_on, system_freezable_power_efficient_wq, system_freezable_wq,
+    system_highpri_wq, system_long_wq, system_power_efficient_wq, system_unbound_wq, system_wq,
+};
+pub use topology::online_cpus;
+pub use work::{StaticWork, Work, WorkBusy, WorkField, WorkItem};
+pub use worker::{current_work, current_worker, set_panic_hook, WorkPanic, WorkerInfo};
+pub use workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};

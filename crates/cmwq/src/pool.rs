@@ -1,0 +1,478 @@
+//! Worker pools: the shared worklist, the workers, and the rules that decide when a worker runs.
+//!
+//! Two pools per allowed CPU (normal and high priority, workers pinned to the CPU) exist for the
+//! life of the process; unbound pools are created per distinct [`Attrs`] and shared by every
+//! unbound workqueue with equal attributes, and destroyed when the last one goes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use rustc_hash::FxHashMap;
+
+use crate::pwq::PwqLocked;
+use crate::sync::Completion;
+use crate::topology;
+use crate::Work;
+
+/// Nice value of high-priority pools (the kernel's `HIGHPRI_NICE_LEVEL`).
+pub(crate) const HIGHPRI_NICE: i32 = -20;
+
+/// Attributes of an unbound pool: pools with equal attributes are shared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Attrs {
+    pub(crate) nice: i32,
+    /// Allowed CPUs, ascending.
+    pub(crate) cpumask: Vec<usize>,
+}
+
+/// One queued item: the work, the pwq slot it was queued on and its flush color.
+pub(crate) struct Entry {
+    pub(crate) work: Work,
+    pub(crate) slot: u32,
+    pub(crate) color: u8,
+}
+
+/// Worker flags (the kernel's `WORKER_*`).
+pub(crate) mod flags {
+    /// Not processing: set while idle and while preparing.
+    pub(crate) const PREP: u32 = 1 << 3;
+    /// Excluded from concurrency management for the current item.
+    pub(crate) const CPU_INTENSIVE: u32 = 1 << 6;
+    /// Worker of an unbound pool: never counts in `nr_running`.
+    pub(crate) const UNBOUND: u32 = 1 << 7;
+    /// Flags that keep a worker out of `nr_running`.
+    pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND;
+}
+
+/// A worker's state, guarded by its pool's lock.
+pub(crate) struct WorkerSlot {
+    pub(crate) flags: u32,
+    /// Set by a waker, cleared by the worker when it wakes (no lost wake-ups).
+    pub(crate) wake: bool,
+    /// Set when the worker must exit.
+    pub(crate) die: bool,
+    pub(crate) idle: bool,
+    /// Inside `blocking()`: already taken out of `nr_running`.
+    pub(crate) sleeping: bool,
+    /// Items this worker runs next (re-queued instances of what it runs: non-reentrancy).
+    pub(crate) scheduled: VecDeque<Entry>,
+    /// Identity of the item it runs, with its pwq slot.
+    pub(crate) current: Option<(usize, u32)>,
+    /// Waiters to complete when the current execution ends (flush and cancel_sync).
+    pub(crate) current_waiters: Vec<Arc<Completion>>,
+    pub(crate) cv: Arc<Condvar>,
+    pub(crate) name: String,
+    pub(crate) tid: i32,
+    pub(crate) join: Option<JoinHandle<()>>,
+    pub(crate) last_active: Instant,
+}
+
+/// Everything the pool lock guards.
+pub(crate) struct PoolLocked {
+    /// Runnable items of every pwq mapped to this pool, FIFO.
+    pub(crate) worklist: VecDeque<Entry>,
+    /// Workers by id (the number in the thread name).
+    pub(crate) workers: Vec<Option<WorkerSlot>>,
+    /// Idle workers, most recently idle last (the kernel's LIFO idle list).
+    pub(crate) idle: Vec<usize>,
+    /// Item identity → the worker executing it.
+    pub(crate) busy: FxHashMap<usize, usize>,
+    /// Workers running and counted for concurrency management.
+    pub(crate) nr_running: usize,
+    pub(crate) nr_workers: usize,
+    pub(crate) nr_idle: usize,
+    /// Some thread holds the manager role (is creating a worker).
+    pub(crate) manager_active: bool,
+    /// The pwqs mapped to this pool, by slot.
+    pub(crate) pwqs: Vec<Option<PwqLocked>>,
+    /// Flush waiters for queued items, by identity: moved to the worker when it starts the item.
+    pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
+    /// The pool is being destroyed: no more workers are made.
+    pub(crate) destroying: bool,
+}
+
+/// A pool of workers.
+pub(crate) struct WorkerPool {
+    pub(crate) id: u32,
+    /// The CPU of a per-CPU pool.
+    pub(crate) cpu: Option<usize>,
+    pub(crate) highpri: bool,
+    pub(crate) attrs: Attrs,
+    pub(crate) locked: Mutex<PoolLocked>,
+    /// A worker could not get the pool's nice value (no CAP_SYS_NICE); recorded, not fatal.
+    pub(crate) nice_failed: AtomicBool,
+    /// Number of pwqs using an unbound pool (guarded by the registry lock).
+    refcnt: Mutex<usize>,
+}
+
+// ===== the concurrency-management predicates (kernel names), pure over the counters =====
+
+/// Counters the predicates read: a snapshot of `PoolLocked`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) worklist_empty: bool,
+    pub(crate) nr_running: usize,
+    pub(crate) nr_workers: usize,
+    pub(crate) nr_idle: usize,
+    pub(crate) manager_active: bool,
+}
+
+/// Work is waiting and nobody is running it.
+pub(crate) fn need_more_worker(c: Counters) -> bool {
+    !c.worklist_empty && c.nr_running == 0
+}
+
+/// An idle worker exists to take over if this one blocks.
+pub(crate) fn may_start_working(c: Counters) -> bool {
+    c.nr_idle > 0
+}
+
+/// A running worker should take another item.
+pub(crate) fn keep_working(c: Counters) -> bool {
+    !c.worklist_empty && c.nr_running <= 1
+}
+
+/// A worker is needed and none is idle.
+pub(crate) fn need_to_create_worker(c: Counters) -> bool {
+    need_more_worker(c) && !may_start_working(c)
+}
+
+/// Idle workers beyond two, at a ratio of one per four busy (`MAX_IDLE_WORKERS_RATIO`).
+pub(crate) fn too_many_workers(c: Counters) -> bool {
+    let nr_idle = c.nr_idle + usize::from(c.manager_active);
+    let nr_busy = c.nr_workers - nr_idle.min(c.nr_workers);
+    nr_idle > 2 && (nr_idle - 2) * 4 >= nr_busy
+}
+
+impl PoolLocked {
+    pub(crate) fn counters(&self) -> Counters {
+        Counters {
+            worklist_empty: self.worklist.is_empty(),
+            nr_running: self.nr_running,
+            nr_workers: self.nr_workers,
+            nr_idle: self.nr_idle,
+            manager_active: self.manager_active,
+        }
+    }
+
+    pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
+        self.workers[id].as_mut().expect("worker slot")
+    }
+
+    /// Sets worker flags, leaving `nr_running` when entering the NOT_RUNNING set.
+    pub(crate) fn worker_set_flags(&mut self, id: usize, f: u32) {
+        let w = self.worker(id);
+        let was_running = w.flags & flags::NOT_RUNNING == 0 && !w.sleeping;
+        w.flags |= f;
+        if was_running && f & flags::NOT_RUNNING != 0 {
+            self.nr_running -= 1;
+        }
+    }
+
+    /// Clears worker flags, joining `nr_running` when leaving the NOT_RUNNING set.
+    pub(crate) fn worker_clr_flags(&mut self, id: usize, f: u32) {
+        let w = self.worker(id);
+        let old = w.flags;
+        w.flags &= !f;
+        if old & flags::NOT_RUNNING != 0 && w.flags & flags::NOT_RUNNING == 0 && !w.sleeping {
+            self.nr_running += 1;
+        }
+    }
+
+    pub(crate) fn worker_enter_idle(&mut self, id: usize) {
+        let w = self.worker(id);
+        debug_assert!(!w.idle);
+        w.idle = true;
+        w.last_active = Instant::now();
+        self.nr_idle += 1;
+        self.idle.push(id);
+    }
+
+    pub(crate) fn worker_leave_idle(&mut self, id: usize) {
+        let w = self.worker(id);
+        debug_assert!(w.idle);
+        w.idle = false;
+        self.nr_idle -= 1;
+        if let Some(pos) = self.idle.iter().rposition(|&i| i == id) {
+            self.idle.remove(pos);
+        }
+    }
+
+    /// Wakes worker `id` (idempotent until it has woken).
+    pub(crate) fn wake_worker(&mut self, id: usize) {
+        let w = self.worker(id);
+        if !w.wake {
+            w.wake = true;
+            w.cv.notify_one();
+        }
+    }
+
+    /// Debug check of the counters against the lists.
+    pub(crate) fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            let nr_workers = self.workers.iter().flatten().filter(|w| !w.die).count();
+            let nr_idle = self.workers.iter().flatten().filter(|w| w.idle).count();
+            debug_assert_eq!(nr_idle, self.nr_idle);
+            debug_assert_eq!(self.idle.len(), self.nr_idle);
+            debug_assert!(self.nr_workers <= nr_workers + usize::from(self.manager_active));
+            for pwq in self.pwqs.iter().flatten() {
+                debug_assert!(pwq.nr_active <= pwq.max_active || pwq.inactive.is_empty());
+            }
+        }
+    }
+}
+
+/// What the caller of [`kick_pool`] must do after unlocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Kick {
+    Nothing,
+    /// The pool has no worker at all: make the first one.
+    CreateFirstWorker,
+}
+
+/// Wakes the most recently idle worker if work waits and nobody runs (the kernel's
+/// `kick_pool`).
+pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
+    if !need_more_worker(g.counters()) {
+        return Kick::Nothing;
+    }
+    if let Some(&id) = g.idle.last() {
+        g.wake_worker(id);
+        Kick::Nothing
+    } else if g.nr_workers == 0 && !g.manager_active && !g.destroying {
+        Kick::CreateFirstWorker
+    } else {
+        Kick::Nothing
+    }
+}
+
+impl WorkerPool {
+    fn new(id: u32, cpu: Option<usize>, highpri: bool, attrs: Attrs) -> Self {
+        WorkerPool {
+            id,
+            cpu,
+            highpri,
+            attrs,
+            locked: Mutex::new(PoolLocked {
+                worklist: VecDeque::with_capacity(256),
+                workers: Vec::new(),
+                idle: Vec::new(),
+                busy: FxHashMap::with_capacity_and_hasher(64, Default::default()),
+                nr_running: 0,
+                nr_workers: 0,
+                nr_idle: 0,
+                manager_active: false,
+                pwqs: Vec::new(),
+                flush_waiters: FxHashMap::default(),
+                destroying: false,
+            }),
+            nice_failed: AtomicBool::new(false),
+            refcnt: Mutex::new(0),
+        }
+    }
+
+    pub(crate) fn is_unbound(&self) -> bool {
+        self.cpu.is_none()
+    }
+
+    /// Acts on what `kick_pool` asked for, after the pool lock was dropped.
+    pub(crate) fn after_kick(self: &Arc<Self>, kick: Kick) {
+        if kick == Kick::CreateFirstWorker {
+            let mut g = self.locked.lock();
+            if g.nr_workers == 0 && !g.manager_active && !g.destroying {
+                g.manager_active = true;
+                crate::worker::create_worker(self, &mut g);
+                g.manager_active = false;
+                let k = kick_pool(&mut g);
+                debug_assert!(k == Kick::Nothing || g.nr_workers == 0);
+            }
+        }
+    }
+
+    /// Adds a pwq slot for `pwq`; returns its slot number. Slots are never reused, so a
+    /// queuer holding a stale slot number finds it empty (destroyed), never another queue's.
+    pub(crate) fn add_pwq(&self, pwq: PwqLocked) -> u32 {
+        let mut g = self.locked.lock();
+        g.pwqs.push(Some(pwq));
+        let slot = g.pwqs.len() - 1;
+        assert!(slot <= crate::data::MAX_SLOT, "too many pool workqueues");
+        slot as u32
+    }
+
+    /// Tells every worker to exit and returns their threads (pool lock held by the caller).
+    fn stop_workers(g: &mut MutexGuard<'_, PoolLocked>) -> Vec<JoinHandle<()>> {
+        g.destroying = true;
+        let mut joins = Vec::new();
+        for w in g.workers.iter_mut().flatten() {
+            w.die = true;
+            w.wake = true;
+            w.cv.notify_one();
+            if let Some(j) = w.join.take() {
+                joins.push(j);
+            }
+        }
+        joins
+    }
+}
+
+// ===== the pool registry (the kernel's worker_pool_idr, per-CPU pools and unbound hash) =====
+
+struct Registry {
+    by_id: Vec<Option<Arc<WorkerPool>>>,
+    unbound: HashMap<Attrs, Arc<WorkerPool>>,
+}
+
+struct Pools {
+    /// `[normal, highpri]` per allowed CPU, in `online_cpus()` order.
+    per_cpu: Vec<[Arc<WorkerPool>; 2]>,
+    registry: RwLock<Registry>,
+}
+
+fn pools() -> &'static Pools {
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    POOLS.get_or_init(|| {
+        let cpus = &topology::cpus().list;
+        let mut by_id = Vec::new();
+        let mut per_cpu = Vec::new();
+        for &cpu in cpus {
+            let mut pair = Vec::new();
+            for highpri in [false, true] {
+                let id = by_id.len() as u32;
+                let nice = if highpri { HIGHPRI_NICE } else { 0 };
+                let attrs = Attrs {
+                    nice,
+                    cpumask: vec![cpu],
+                };
+                let pool = Arc::new(WorkerPool::new(id, Some(cpu), highpri, attrs));
+                by_id.push(Some(pool.clone()));
+                pair.push(pool);
+            }
+            let highpri = pair.pop().expect("two pools");
+            let normal = pair.pop().expect("two pools");
+            per_cpu.push([normal, highpri]);
+        }
+        Pools {
+            per_cpu,
+            registry: RwLock::new(Registry {
+                by_id,
+                unbound: HashMap::new(),
+            }),
+        }
+    })
+}
+
+/// The per-CPU pool of CPU index `idx` (position in `online_cpus()`).
+pub(crate) fn per_cpu_pool(idx: usize, highpri: bool) -> Arc<WorkerPool> {
+    pools().per_cpu[idx][usize::from(highpri)].clone()
+}
+
+/// The pool with this id, if it still exists.
+pub(crate) fn pool_by_id(id: u32) -> Option<Arc<WorkerPool>> {
+    pools()
+        .registry
+        .read()
+        .by_id
+        .get(id as usize)
+        .and_then(Clone::clone)
+}
+
+/// Finds or creates the unbound pool for `attrs` and takes a reference on it.
+pub(crate) fn get_unbound_pool(attrs: &Attrs) -> Arc<WorkerPool> {
+    let mut reg = pools().registry.write();
+    if let Some(pool) = reg.unbound.get(attrs) {
+        *pool.refcnt.lock() += 1;
+        return pool.clone();
+    }
+    let id = reg.by_id.len() as u32;
+    assert!(id < crate::data::POOL_NONE, "pool ids exhausted");
+    let pool = Arc::new(WorkerPool::new(id, None, attrs.nice < 0, attrs.clone()));
+    *pool.refcnt.lock() = 1;
+    reg.by_id.push(Some(pool.clone()));
+    reg.unbound.insert(attrs.clone(), pool.clone());
+    pool
+}
+
+/// Drops a reference on an unbound pool; the last one destroys it and joins its workers.
+pub(crate) fn put_unbound_pool(pool: &Arc<WorkerPool>) {
+    let joins = {
+        let mut reg = pools().registry.write();
+        let mut refcnt = pool.refcnt.lock();
+        *refcnt -= 1;
+        if *refcnt > 0 {
+            return;
+        }
+        reg.unbound.remove(&pool.attrs);
+        reg.by_id[pool.id as usize] = None;
+        drop(refcnt);
+        let mut g = pool.locked.lock();
+        WorkerPool::stop_workers(&mut g)
+    };
+    let me = std::thread::current().id();
+    for j in joins {
+        if j.thread().id() != me {
+            let _ = j.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(worklist: usize, nr_running: usize, nr_workers: usize, nr_idle: usize) -> Counters {
+        Counters {
+            worklist_empty: worklist == 0,
+            nr_running,
+            nr_workers,
+            nr_idle,
+            manager_active: false,
+        }
+    }
+
+    #[test]
+    fn need_more_worker_wants_work_and_nobody_running() {
+        assert!(need_more_worker(c(1, 0, 1, 1)));
+        assert!(!need_more_worker(c(0, 0, 1, 1)));
+        assert!(!need_more_worker(c(1, 1, 2, 1)));
+    }
+
+    #[test]
+    fn may_start_working_wants_an_idle_spare() {
+        assert!(may_start_working(c(1, 0, 2, 1)));
+        assert!(!may_start_working(c(1, 0, 1, 0)));
+    }
+
+    #[test]
+    fn keep_working_stops_when_two_run() {
+        assert!(keep_working(c(1, 1, 2, 1)));
+        assert!(keep_working(c(1, 0, 2, 1)));
+        assert!(!keep_working(c(1, 2, 3, 1)));
+        assert!(!keep_working(c(0, 1, 2, 1)));
+    }
+
+    #[test]
+    fn need_to_create_worker_when_nobody_idle() {
+        assert!(need_to_create_worker(c(1, 0, 1, 0)));
+        assert!(!need_to_create_worker(c(1, 0, 2, 1)));
+        assert!(!need_to_create_worker(c(1, 1, 1, 0)));
+    }
+
+    #[test]
+    fn too_many_workers_keeps_two_idle_and_one_per_four_busy() {
+        // 3 idle, 4 busy: (3-2)*4 >= 4.
+        assert!(too_many_workers(c(0, 0, 7, 3)));
+        // 3 idle, 5 busy: 4 < 5.
+        assert!(!too_many_workers(c(0, 0, 8, 3)));
+        // 2 idle never counts as too many.
+        assert!(!too_many_workers(c(0, 0, 2, 2)));
+        // A manager counts as idle.
+        let mut m = c(0, 0, 3, 2);
+        m.manager_active = true;
+        assert!(too_many_workers(m));
+    }
+}

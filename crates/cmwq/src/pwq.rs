@@ -1,0 +1,147 @@
+//! Pool workqueues: the link between one workqueue and one worker pool.
+//!
+//! A [`PoolWorkqueue`] is the workqueue's handle on its slot in a pool; the slot's mutable state
+//! ([`PwqLocked`]: `nr_active`, the inactive list, the per-color in-flight counts) lives inside
+//! the pool's [`PoolLocked`], so the pool lock guards it, as `pool->lock` guards a pwq's counters
+//! in the kernel.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::data::{self, NR_COLORS};
+use crate::pool::{kick_pool, Entry, PoolLocked, WorkerPool};
+use crate::workqueue::WqShared;
+
+/// The workqueue's handle on its slot in a pool.
+#[derive(Clone)]
+pub(crate) struct PoolWorkqueue {
+    pub(crate) pool: Arc<WorkerPool>,
+    /// Index in `PoolLocked::pwqs`.
+    pub(crate) slot: u32,
+}
+
+/// A pwq's state, guarded by its pool's lock.
+pub(crate) struct PwqLocked {
+    pub(crate) wq: Arc<WqShared>,
+    /// Items on the pool worklist, on a worker's list, or running (not counting inactive ones).
+    pub(crate) nr_active: usize,
+    /// Effective limit for `nr_active`.
+    pub(crate) max_active: usize,
+    /// Items throttled by `max_active`, in queueing order (`INACTIVE` set in their data word).
+    pub(crate) inactive: VecDeque<Entry>,
+    /// Items queued or running, per flush color (inactive ones included).
+    pub(crate) nr_in_flight: [usize; NR_COLORS],
+    /// Color stamped on newly queued items.
+    pub(crate) work_color: u8,
+    /// The color this pwq is being flushed for, if it takes part in a workqueue flush.
+    pub(crate) flush_color: Option<u8>,
+    /// Set by destroy once the pwq is empty; queueing onto it is refused.
+    pub(crate) dead: bool,
+    /// Items started and completed (for reports; guarded by the pool lock).
+    pub(crate) nr_started: u64,
+    pub(crate) nr_completed: u64,
+}
+
+impl PwqLocked {
+    pub(crate) fn new(wq: Arc<WqShared>, max_active: usize, work_color: u8) -> Self {
+        Self {
+            wq,
+            nr_active: 0,
+            max_active,
+            inactive: VecDeque::new(),
+            nr_in_flight: [0; NR_COLORS],
+            work_color,
+            flush_color: None,
+            dead: false,
+            nr_started: 0,
+            nr_completed: 0,
+        }
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.nr_active == 0 && self.inactive.is_empty() && self.nr_in_flight.iter().all(|&n| n == 0)
+    }
+}
+
+impl PoolLocked {
+    pub(crate) fn pwq(&mut self, slot: u32) -> &mut PwqLocked {
+        self.pwqs[slot as usize]
+            .as_mut()
+            .expect("pwq slot used after release")
+    }
+
+    /// Puts an item whose `PENDING` the caller owns on pwq `slot`: on the worklist if an active
+    /// slot is free and nothing waits before it, else on the inactive list (the kernel's
+    /// `__queue_work` steps 8 and 9). Returns whether the pool should be kicked.
+    pub(crate) fn insert_work(&mut self, pool_id: u32, slot: u32, entry_work: crate::Work) -> bool {
+        let pwq = self.pwq(slot);
+        let color = pwq.work_color;
+        pwq.nr_in_flight[color as usize] += 1;
+        let entry = Entry {
+            work: entry_work,
+            slot,
+            color,
+        };
+        if pwq.inactive.is_empty() && pwq.nr_active < pwq.max_active {
+            pwq.nr_active += 1;
+            entry
+                .work
+                .data()
+                .set(data::queued(pool_id, slot, color, false));
+            self.worklist.push_back(entry);
+            true
+        } else {
+            entry
+                .work
+                .data()
+                .set(data::queued(pool_id, slot, color, true));
+            pwq.inactive.push_back(entry);
+            false
+        }
+    }
+
+    /// Moves the first inactive item of `slot` to the worklist if the limit allows it.
+    pub(crate) fn activate_first_inactive(&mut self, slot: u32) -> bool {
+        let pwq = self.pwq(slot);
+        if pwq.nr_active >= pwq.max_active {
+            return false;
+        }
+        let Some(entry) = pwq.inactive.pop_front() else {
+            return false;
+        };
+        pwq.nr_active += 1;
+        entry.work.data().clear_inactive();
+        self.worklist.push_back(entry);
+        true
+    }
+
+    /// Activates inactive items of `slot` up to its limit; kicks the pool if any moved.
+    pub(crate) fn activate_inactive(&mut self, slot: u32) {
+        let mut any = false;
+        while self.activate_first_inactive(slot) {
+            any = true;
+        }
+        if any {
+            let _ = kick_pool(self);
+        }
+    }
+
+    /// Retires one in-flight item of `slot` and `color` (the kernel's `pwq_dec_nr_in_flight`):
+    /// frees its active slot (activating the next inactive item) unless it was inactive, and
+    /// completes the workqueue's first flusher when the last pwq of the flushed color drains.
+    pub(crate) fn dec_nr_in_flight(&mut self, slot: u32, color: u8, was_active: bool) {
+        if was_active {
+            self.pwq(slot).nr_active -= 1;
+            if self.activate_first_inactive(slot) {
+                let _ = kick_pool(self);
+            }
+        }
+        let pwq = self.pwq(slot);
+        let c = color as usize;
+        pwq.nr_in_flight[c] -= 1;
+        if pwq.flush_color == Some(color) && pwq.nr_in_flight[c] == 0 {
+            pwq.flush_color = None;
+            pwq.wq.flush_state.pwq_flushed();
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The system workqueues (the kernel's `system_*_wq`) and `schedule_work`.
+
+use std::sync::OnceLock;
+
+use crate::workqueue::{WqFlags, WQ_MAX_ACTIVE};
+use crate::{Error, Work, Workqueue};
+
+macro_rules! system_wq {
+    ($(#[$doc:meta])* $fn:ident, $name:literal, $flags:expr, $max:expr) => {
+        $(#[$doc])*
+        pub fn $fn() -> &'static Workqueue {
+            static WQ: OnceLock<Workqueue> = OnceLock::new();
+            WQ.get_or_init(|| Workqueue::new_system($name, $flags, $max))
+        }
+    };
+}
+
+system_wq!(
+    /// `"events"`: the per-CPU queue for short items; target of [`schedule_work`].
+    system_wq, "events", WqFlags::empty(), 0
+);
+system_wq!(
+    /// `"events_highpri"`: per-CPU, served by the high-priority pools.
+    system_highpri_wq, "events_highpri", WqFlags::HIGHPRI, 0
+);
+system_wq!(
+    /// `"events_long"`: per-CPU, for items that may run long (flushing it may take long).
+    system_long_wq, "events_long", WqFlags::empty(), 0
+);
+system_wq!(
+    /// `"events_unbound"`: unbound, `max_active` 2048; items may run on any CPU.
+    system_unbound_wq, "events_unbound", WqFlags::UNBOUND, WQ_MAX_ACTIVE
+);
+system_wq!(
+    /// `"events_freezable"`: per-CPU and freezable.
+    system_freezable_wq, "events_freezable", WqFlags::FREEZABLE, 0
+);
+system_wq!(
+    /// `"events_power_efficient"`: per-CPU unless power-efficient mode is on.
+    system_power_efficient_wq, "events_power_efficient", WqFlags::POWER_EFFICIENT, 0
+);
+system_wq!(
+    /// `"events_freezable_pwr_efficient"`: freezable and power-efficient.
+    system_freezable_power_efficient_wq,
+    "events_freezable_pwr_efficient",
+    WqFlags::FREEZABLE.union(WqFlags::POWER_EFFICIENT),
+    0
+);
+
+/// Queues `work` on [`system_wq`] on the calling CPU.
+pub fn schedule_work(work: &Work) -> bool {
+    system_wq().queue(work)
+}
+
+/// Queues `work` on [`system_wq`] on `cpu`.
+pub fn schedule_work_on(cpu: usize, work: &Work) -> Result<bool, Error> {
+    system_wq().queue_on(cpu, work)
+}

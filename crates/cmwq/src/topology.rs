@@ -1,0 +1,140 @@
+//! CPUs and the operating-system calls about them: the process's CPU set, the CPU the caller
+//! runs on, pinning, nice values and thread ids. Every `unsafe` libc call of the crate is here.
+
+use std::sync::OnceLock;
+
+/// The CPUs this process may run on (its affinity mask at first use), ascending.
+///
+/// These are the ids [`Workqueue::queue_on`](crate::Workqueue::queue_on) accepts, and the CPUs
+/// that get per-CPU worker pools.
+pub fn online_cpus() -> Vec<usize> {
+    cpus().list.clone()
+}
+
+pub(crate) struct Cpus {
+    /// Allowed CPU ids, ascending.
+    pub(crate) list: Vec<usize>,
+    /// `index[cpu]` is the position of `cpu` in `list`.
+    index: Vec<Option<usize>>,
+}
+
+impl Cpus {
+    /// Position of `cpu` in the list, if it is allowed.
+    pub(crate) fn index_of(&self, cpu: usize) -> Option<usize> {
+        self.index.get(cpu).copied().flatten()
+    }
+}
+
+pub(crate) fn cpus() -> &'static Cpus {
+    static CPUS: OnceLock<Cpus> = OnceLock::new();
+    CPUS.get_or_init(|| {
+        let mut list = affinity_of_current_thread();
+        if list.is_empty() {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            list = (0..n).collect();
+        }
+        let max = list.iter().copied().max().unwrap_or(0);
+        let mut index = vec![None; max + 1];
+        for (i, &cpu) in list.iter().enumerate() {
+            index[cpu] = Some(i);
+        }
+        Cpus { list, index }
+    })
+}
+
+fn affinity_of_current_thread() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is a plain bitmask for which all-zero is a valid value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`, which lives across the call; pid 0 means
+    // the calling thread.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the capacity of `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// The CPU the calling thread is running on (a hint: it may move right after).
+#[inline]
+pub(crate) fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        0
+    } else {
+        cpu as usize
+    }
+}
+
+/// Restricts the calling thread to `cpus`. Returns the OS error on failure.
+pub(crate) fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        if cpu < libc::CPU_SETSIZE as usize {
+            // SAFETY: `cpu` is below CPU_SETSIZE, the capacity of `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+    }
+    // SAFETY: the pointer and size describe `set`; pid 0 means the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The kernel thread id of the calling thread.
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Sets the nice value of the calling thread (Linux threads have their own nice value).
+pub(crate) fn set_current_nice(nice: i32) -> std::io::Result<()> {
+    let tid = gettid();
+    // SAFETY: setpriority has no memory-safety preconditions; `tid` is our own thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Cuts `name` to Linux's 15-byte thread-name limit at a character boundary.
+pub(crate) fn thread_name(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_are_sorted_and_indexed() {
+        let c = cpus();
+        assert!(!c.list.is_empty());
+        assert!(c.list.windows(2).all(|w| w[0] < w[1]));
+        for (i, &cpu) in c.list.iter().enumerate() {
+            assert_eq!(c.index_of(cpu), Some(i));
+        }
+        assert_eq!(c.index_of(100_000), None);
+    }
+
+    #[test]
+    fn thread_names_fit_linux_limit() {
+        assert_eq!(thread_name("kworker/R-a_very_long_name"), "kworker/R-a_ver");
+        assert_eq!(thread_name("kworker/0:1H"), "kworker/0:1H");
+        assert_eq!(thread_name("kworker/R-ééééé").len(), 14);
+    }
+}

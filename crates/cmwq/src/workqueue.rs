@@ -1,0 +1,562 @@
+//! Workqueues: the user-facing policy object (flags, `max_active`, flush domain) and the
+//! queueing path.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bitflags::bitflags;
+use parking_lot::Mutex;
+
+use crate::data::{self, State};
+use crate::flush::{FlushLocked, FlushState};
+use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
+use crate::pwq::{PoolWorkqueue, PwqLocked};
+use crate::rescuer::Rescuer;
+use crate::topology;
+use crate::worker;
+use crate::{Error, Work};
+
+/// Largest `max_active` (the kernel's `WQ_MAX_ACTIVE`).
+pub const WQ_MAX_ACTIVE: usize = 2048;
+/// The `max_active` that 0 stands for (the kernel's `WQ_DFL_ACTIVE`).
+pub const WQ_DFL_ACTIVE: usize = 1024;
+
+bitflags! {
+    /// Workqueue flags (the kernel's `WQ_*`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct WqFlags: u32 {
+        /// Served by unbound pools: no concurrency management, workers on any CPU of the
+        /// queue's cpumask, `max_active` workqueue-wide.
+        const UNBOUND = 1 << 1;
+        /// Takes part in freezing (kept for API parity; see DESIGN.md).
+        const FREEZABLE = 1 << 2;
+        /// Gets a rescuer thread, made at creation, for forward progress when no worker
+        /// thread can be created.
+        const MEM_RECLAIM = 1 << 3;
+        /// Served by the high-priority pools (nice -20 where the process may set it).
+        const HIGHPRI = 1 << 4;
+        /// Items do not count toward concurrency management.
+        const CPU_INTENSIVE = 1 << 5;
+        /// The kernel exposes the queue in sysfs; accepted and ignored here.
+        const SYSFS = 1 << 6;
+        /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
+        const POWER_EFFICIENT = 1 << 7;
+        /// Explicitly per-CPU (the complement of `UNBOUND`).
+        const PERCPU = 1 << 8;
+    }
+}
+
+/// State bits of a workqueue (`WqShared::state`).
+pub(crate) mod state {
+    pub(crate) const DRAINING: u32 = 1 << 0;
+    pub(crate) const DESTROYING: u32 = 1 << 1;
+    pub(crate) const DESTROYED: u32 = 1 << 2;
+}
+
+/// Fields guarded by the workqueue mutex (the kernel's `wq->mutex`).
+pub(crate) struct WqLocked {
+    pub(crate) flush: FlushLocked,
+    pub(crate) nr_drainers: usize,
+    /// Configured `max_active`.
+    pub(crate) max_active: usize,
+}
+
+/// The workqueue proper, shared by handles and by its pwqs.
+pub(crate) struct WqShared {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) flags: WqFlags,
+    pub(crate) ordered: bool,
+    system: bool,
+    /// `state::*` bits. Release on set, Acquire on read (pairs with the setter).
+    pub(crate) state: AtomicU32,
+    /// One per allowed CPU (per-CPU queues) or exactly one (unbound). Set once at creation.
+    pub(crate) pwqs: OnceLock<Vec<PoolWorkqueue>>,
+    /// The wq mutex. Lock order: wq mutex → pool lock → flush-done lock.
+    pub(crate) mutex: Mutex<WqLocked>,
+    pub(crate) flush_state: FlushState,
+    /// Mirror of `WqLocked::max_active` for lock-free reads.
+    max_active: AtomicUsize,
+    rescuer: Mutex<Option<Rescuer>>,
+}
+
+/// A workqueue (the kernel's `workqueue_struct`): a named domain for queueing, flushing and
+/// forward progress, served by shared worker pools.
+///
+/// A cheap handle: clones share the queue. Dropping the last handle destroys it (as
+/// [`destroy`](Self::destroy) does).
+#[derive(Clone)]
+pub struct Workqueue {
+    handle: Arc<WqHandle>,
+}
+
+/// Destroys the queue when the last user handle goes.
+struct WqHandle {
+    shared: Arc<WqShared>,
+}
+
+impl Drop for WqHandle {
+    fn drop(&mut self) {
+        destroy_shared(&self.shared);
+    }
+}
+
+/// Builds a [`Workqueue`] with non-default attributes.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct WorkqueueBuilder {
+    name: String,
+    flags: WqFlags,
+    max_active: usize,
+    nice: Option<i32>,
+    cpumask: Option<Vec<usize>>,
+    ordered: bool,
+}
+
+impl WorkqueueBuilder {
+    /// Creation flags.
+    pub fn flags(mut self, flags: WqFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Most items active at once per pool workqueue (0: the default, 1024).
+    pub fn max_active(mut self, max_active: usize) -> Self {
+        self.max_active = max_active;
+        self
+    }
+
+    /// Nice value of the workers (unbound queues only; -20..=19).
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// CPUs the workers may run on (unbound queues only; a subset of `online_cpus()`).
+    pub fn cpumask(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        let mut v: Vec<usize> = cpus.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        self.cpumask = Some(v);
+        self
+    }
+
+    /// Creates the workqueue.
+    pub fn build(self) -> Result<Workqueue, Error> {
+        create(self, false)
+    }
+}
+
+impl Workqueue {
+    /// Creates a workqueue (the kernel's `alloc_workqueue`). `max_active` 0 means 1024.
+    pub fn new(name: &str, flags: WqFlags, max_active: usize) -> Result<Workqueue, Error> {
+        Self::builder(name)
+            .flags(flags)
+            .max_active(max_active)
+            .build()
+    }
+
+    /// Creates an ordered workqueue: one item at a time, in queueing order
+    /// (`alloc_ordered_workqueue`).
+    pub fn ordered(name: &str, flags: WqFlags) -> Result<Workqueue, Error> {
+        let mut b = Self::builder(name).flags(flags);
+        b.ordered = true;
+        create(b, false)
+    }
+
+    /// A builder for the attributes `new` does not take.
+    pub fn builder(name: &str) -> WorkqueueBuilder {
+        WorkqueueBuilder {
+            name: name.to_string(),
+            flags: WqFlags::empty(),
+            max_active: 0,
+            nice: None,
+            cpumask: None,
+            ordered: false,
+        }
+    }
+
+    pub(crate) fn new_system(name: &str, flags: WqFlags, max_active: usize) -> Workqueue {
+        create(
+            Self::builder(name).flags(flags).max_active(max_active),
+            true,
+        )
+        .expect("system workqueue parameters are valid")
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<WqShared> {
+        &self.handle.shared
+    }
+
+    /// The name given at creation.
+    pub fn name(&self) -> &str {
+        &self.handle.shared.name
+    }
+
+    /// The creation flags (ordered queues also carry `UNBOUND`).
+    pub fn flags(&self) -> WqFlags {
+        self.handle.shared.flags
+    }
+
+    /// Whether this is an ordered queue.
+    pub fn is_ordered(&self) -> bool {
+        self.handle.shared.ordered
+    }
+
+    /// The configured `max_active`.
+    pub fn max_active(&self) -> usize {
+        self.handle.shared.max_active.load(Ordering::Relaxed)
+    }
+
+    /// Queues `work` on the calling CPU's pool (bound queues) or the queue's unbound pool.
+    /// `false` if it was already pending, is disabled, or the queue refuses it (draining or
+    /// destroyed: then a warning is logged and the item is left not pending; see
+    /// [`try_queue`](Self::try_queue)).
+    ///
+    /// Every store made before this call, whatever it returns, is seen by a run of the item
+    /// that starts after it. Never blocks on other work; allocates nothing in steady state.
+    #[inline]
+    pub fn queue(&self, work: &Work) -> bool {
+        self.queue_logged(None, work)
+    }
+
+    /// Like [`queue`](Self::queue), with refusals as errors.
+    pub fn try_queue(&self, work: &Work) -> Result<bool, Error> {
+        queue_work(&self.handle.shared, None, work)
+    }
+
+    /// Queues `work` on CPU `cpu`'s pool (bound queues; unbound queues use their pool).
+    /// `Err(Error::InvalidCpu)` if `cpu` is not in [`online_cpus()`](crate::online_cpus);
+    /// nothing is queued then.
+    pub fn queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
+        if topology::cpus().index_of(cpu).is_none() {
+            return Err(Error::InvalidCpu { cpu });
+        }
+        Ok(self.queue_logged(Some(cpu), work))
+    }
+
+    fn queue_logged(&self, cpu: Option<usize>, work: &Work) -> bool {
+        match queue_work(&self.handle.shared, cpu, work) {
+            Ok(queued) => queued,
+            Err(err) => {
+                tracing::warn!(
+                    target: "cmwq",
+                    function = work.func_name(),
+                    "cannot queue work: {err}"
+                );
+                false
+            }
+        }
+    }
+
+    /// Changes `max_active` at run time (0: the default). Raising it activates waiting items
+    /// at once; lowering it never stops running ones.
+    pub fn set_max_active(&self, max_active: usize) -> Result<(), Error> {
+        let shared = &self.handle.shared;
+        if shared.ordered {
+            return Err(Error::Ordered {
+                workqueue: shared.name.clone(),
+            });
+        }
+        let eff = effective_max_active(max_active)?;
+        let mut l = shared.mutex.lock();
+        l.max_active = eff;
+        shared.max_active.store(eff, Ordering::Relaxed);
+        for pwq in shared.pwqs() {
+            let mut g = pwq.pool.locked.lock();
+            g.pwq(pwq.slot).max_active = eff;
+            g.activate_inactive(pwq.slot);
+        }
+        Ok(())
+    }
+
+    /// Destroys the queue: drains it (chained queueing from its own items continues until it
+    /// stops), stops its rescuer, releases its pools (joining the threads of unbound pools no
+    /// other queue uses). Queueing through a leftover handle afterwards is refused and leaves
+    /// the item not pending.
+    ///
+    /// # Panics
+    ///
+    /// On a system workqueue (the kernel treats that as a bug).
+    pub fn destroy(self) {
+        destroy_shared(&self.handle.shared);
+    }
+}
+
+impl fmt::Debug for Workqueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workqueue")
+            .field("name", &self.name())
+            .field("flags", &self.flags())
+            .field("max_active", &self.max_active())
+            .finish()
+    }
+}
+
+fn effective_max_active(max_active: usize) -> Result<usize, Error> {
+    match max_active {
+        0 => Ok(WQ_DFL_ACTIVE),
+        n if n <= WQ_MAX_ACTIVE => Ok(n),
+        n => Err(Error::InvalidMaxActive {
+            max_active: n,
+            max: WQ_MAX_ACTIVE,
+        }),
+    }
+}
+
+fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    if b.name.is_empty() {
+        return Err(Error::InvalidName);
+    }
+    let mut flags = b.flags;
+    if flags.contains(WqFlags::UNBOUND | WqFlags::PERCPU) {
+        return Err(Error::InvalidFlags {
+            reason: "UNBOUND and PERCPU are mutually exclusive",
+        });
+    }
+    let max_active = if b.ordered {
+        if flags.contains(WqFlags::PERCPU) {
+            return Err(Error::InvalidFlags {
+                reason: "an ordered workqueue is unbound",
+            });
+        }
+        flags |= WqFlags::UNBOUND;
+        1
+    } else {
+        effective_max_active(b.max_active)?
+    };
+    let unbound = flags.contains(WqFlags::UNBOUND);
+    if !unbound && (b.nice.is_some() || b.cpumask.is_some()) {
+        return Err(Error::InvalidAttrs {
+            reason: "nice and cpumask apply to UNBOUND workqueues only".into(),
+        });
+    }
+    let attrs = if unbound {
+        let nice = b.nice.unwrap_or(if flags.contains(WqFlags::HIGHPRI) {
+            HIGHPRI_NICE
+        } else {
+            0
+        });
+        if !(-20..=19).contains(&nice) {
+            return Err(Error::InvalidAttrs {
+                reason: format!("nice {nice} is outside -20..=19"),
+            });
+        }
+        let online = &topology::cpus().list;
+        let cpumask = b.cpumask.clone().unwrap_or_else(|| online.clone());
+        if cpumask.is_empty() {
+            return Err(Error::InvalidAttrs {
+                reason: "empty cpumask".into(),
+            });
+        }
+        if let Some(&cpu) = cpumask.iter().find(|c| !online.contains(c)) {
+            return Err(Error::InvalidCpu { cpu });
+        }
+        Some(Attrs { nice, cpumask })
+    } else {
+        None
+    };
+
+    let shared = Arc::new(WqShared {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        name: b.name.clone(),
+        flags,
+        ordered: b.ordered,
+        system,
+        state: AtomicU32::new(0),
+        pwqs: OnceLock::new(),
+        mutex: Mutex::new(WqLocked {
+            flush: FlushLocked::default(),
+            nr_drainers: 0,
+            max_active,
+        }),
+        flush_state: FlushState::default(),
+        max_active: AtomicUsize::new(max_active),
+        rescuer: Mutex::new(None),
+    });
+    let pwqs: Vec<PoolWorkqueue> = match &attrs {
+        Some(attrs) => {
+            let pool = pool::get_unbound_pool(attrs);
+            let slot = pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0));
+            vec![PoolWorkqueue { pool, slot }]
+        }
+        None => (0..topology::cpus().list.len())
+            .map(|idx| {
+                let pool = pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI));
+                let slot = pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0));
+                PoolWorkqueue { pool, slot }
+            })
+            .collect(),
+    };
+    let _ = shared.pwqs.set(pwqs);
+    if flags.contains(WqFlags::MEM_RECLAIM) {
+        *shared.rescuer.lock() = Some(Rescuer::start(&shared));
+    }
+    Ok(Workqueue {
+        handle: Arc::new(WqHandle { shared }),
+    })
+}
+
+impl WqShared {
+    pub(crate) fn pwqs(&self) -> &[PoolWorkqueue] {
+        self.pwqs.get().map_or(&[], Vec::as_slice)
+    }
+
+    fn is_unbound(&self) -> bool {
+        self.flags.contains(WqFlags::UNBOUND)
+    }
+
+    /// The pwq serving `cpu` (or the calling CPU).
+    #[inline]
+    fn select_pwq(&self, cpu: Option<usize>) -> &PoolWorkqueue {
+        let pwqs = self.pwqs();
+        if self.is_unbound() {
+            return &pwqs[0];
+        }
+        let cpu = cpu.unwrap_or_else(topology::current_cpu);
+        let idx = topology::cpus().index_of(cpu).unwrap_or(cpu % pwqs.len());
+        &pwqs[idx]
+    }
+
+    /// Whether the calling thread runs an item of this queue ("chained" queueing).
+    pub(crate) fn is_current(&self) -> bool {
+        worker::current_wq_id() == Some(self.id)
+    }
+
+    fn refusal(&self, st: u32) -> Error {
+        if st & (state::DESTROYING | state::DESTROYED) != 0 {
+            Error::Destroyed {
+                workqueue: self.name.clone(),
+            }
+        } else {
+            Error::Draining {
+                workqueue: self.name.clone(),
+            }
+        }
+    }
+}
+
+/// `queue_work_on`: take `PENDING`, then put the item on a pwq.
+#[inline]
+pub(crate) fn queue_work(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
+    let d = work.data();
+    if !d.try_set_pending() {
+        return Ok(false);
+    }
+    if let State::OffQueue { disable, .. } = d.state() {
+        if disable > 0 {
+            d.release_pending();
+            return Ok(false);
+        }
+    }
+    insert_owned(wq, cpu, work).map(|()| true)
+}
+
+/// The kernel's `__queue_work`: the caller owns `PENDING`. On refusal `PENDING` is released.
+pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Result<(), Error> {
+    // Acquire: pairs with the Release `fetch_or` of drain/destroy.
+    let st = wq.state.load(Ordering::Acquire);
+    if st != 0 && (st & state::DESTROYED != 0 || !wq.is_current()) {
+        work.data().release_pending();
+        return Err(wq.refusal(st));
+    }
+    let mut pwq = wq.select_pwq(cpu);
+    let redirected;
+    // Non-reentrancy: if the item is running on another pool for this queue, queue it there so
+    // it runs after that instance (the kernel's last-pool rule). Ordered queues have one pwq.
+    let last = work.data().state().pool();
+    if !wq.ordered && last != data::POOL_NONE && last != pwq.pool.id {
+        if let Some(last_pool) = pool::pool_by_id(last) {
+            let g = last_pool.locked.lock();
+            let running_slot = g
+                .busy
+                .get(&work.key())
+                .and_then(|&w| g.workers[w].as_ref()?.current.map(|(_, slot)| slot));
+            if let Some(slot) = running_slot {
+                if g.pwqs[slot as usize]
+                    .as_ref()
+                    .is_some_and(|p| p.wq.id == wq.id)
+                {
+                    drop(g);
+                    redirected = PoolWorkqueue {
+                        pool: last_pool,
+                        slot,
+                    };
+                    pwq = &redirected;
+                }
+            }
+        }
+    }
+    let mut g = pwq.pool.locked.lock();
+    if g.pwqs[pwq.slot as usize].as_ref().is_none_or(|p| p.dead) {
+        drop(g);
+        work.data().release_pending();
+        return Err(Error::Destroyed {
+            workqueue: wq.name.clone(),
+        });
+    }
+    tracing::trace!(target: "cmwq", work = work.key(), workqueue = %wq.name, "workqueue_queue_work");
+    let kick = if g.insert_work(pwq.pool.id, pwq.slot, work.clone()) {
+        kick_pool(&mut g)
+    } else {
+        pool::Kick::Nothing
+    };
+    drop(g);
+    pwq.pool.after_kick(kick);
+    Ok(())
+}
+
+/// Destroy, shared by `destroy(self)` and the drop of the last handle.
+fn destroy_shared(wq: &Arc<WqShared>) {
+    assert!(!wq.system, "cannot destroy system workqueue {:?}", wq.name);
+    if wq.state.load(Ordering::Acquire) & (state::DESTROYING | state::DESTROYED) != 0 {
+        return;
+    }
+    if wq.is_current() {
+        // Called from one of its own items: draining here would wait for ourselves. Finish
+        // the destruction on a helper thread once this item has returned.
+        let wq = wq.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cmwq-destroy".into())
+            .spawn(move || destroy_shared(&wq));
+        if spawned.is_ok() {
+            return;
+        }
+        tracing::error!(target: "cmwq", "could not start a thread to destroy a workqueue");
+        return;
+    }
+    // Release: pairs with the Acquire load in `insert_owned`.
+    if wq.state.fetch_or(state::DESTROYING, Ordering::AcqRel) & state::DESTROYING != 0 {
+        return;
+    }
+    loop {
+        let _ = crate::flush::drain_shared(wq);
+        // Mark each pwq dead once it is empty; a racing insert makes us drain again.
+        let mut all_dead = true;
+        for pwq in wq.pwqs() {
+            let mut g = pwq.pool.locked.lock();
+            let p = g.pwq(pwq.slot);
+            if p.is_idle() {
+                p.dead = true;
+            } else {
+                all_dead = false;
+            }
+        }
+        if all_dead {
+            break;
+        }
+    }
+    if let Some(rescuer) = wq.rescuer.lock().take() {
+        rescuer.stop();
+    }
+    for pwq in wq.pwqs() {
+        pwq.pool.locked.lock().pwqs[pwq.slot as usize] = None;
+        if pwq.pool.is_unbound() {
+            pool::put_unbound_pool(&pwq.pool);
+        }
+    }
+    // Release: pairs with the Acquire load in `insert_owned`.
+    wq.state.fetch_or(state::DESTROYED, Ordering::Release);
+}
