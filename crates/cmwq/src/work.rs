@@ -17,7 +17,16 @@ pub struct WorkField {
 
 impl WorkField {
     /// A new, idle work field.
+    #[cfg(not(cmwq_loom))]
     pub const fn new() -> Self {
+        WorkField {
+            data: WorkData::new(),
+        }
+    }
+
+    /// A new, idle work field (not `const` in loom model builds: loom atomics aren't).
+    #[cfg(cmwq_loom)]
+    pub fn new() -> Self {
         WorkField {
             data: WorkData::new(),
         }
