@@ -7,7 +7,7 @@ use crate::{worker, Work};
 
 /// What the canceller found when it took `PENDING`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Grabbed {
+pub(crate) enum Grabbed {
     /// The item was idle.
     Idle,
     /// The item was queued and has been taken off its list.
@@ -17,10 +17,17 @@ enum Grabbed {
 /// Takes ownership of `work`'s `PENDING`, taking the item off whatever list it is on. Returns
 /// what it found and the item's (last) pool id and disable depth. The caller must store a new
 /// word to give `PENDING` up.
-fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
+pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
     let d = work.data();
     let mut tries = 0u32;
     loop {
+        // A delayed item's armed timer: disarming it hands us PENDING (set when it was armed).
+        if work.delayed().is_some_and(|dw| dw.timer.del_timer()) {
+            match d.state() {
+                State::OffQueue { pool, disable, .. } => return (Grabbed::Pending, pool, disable),
+                State::Queued { .. } => unreachable!("an armed item is not queued"),
+            }
+        }
         if d.try_set_pending() {
             match d.state() {
                 State::OffQueue { pool, disable, .. } => return (Grabbed::Idle, pool, disable),

@@ -37,6 +37,8 @@
 //! | `work_pending`, `work_busy` | [`Work::is_pending`], [`Work::busy`] |
 //! | `workqueue_set_max_active` | [`Workqueue::set_max_active`] |
 //! | `current_work()` | [`current_work`] |
+//! | `struct delayed_work`, `queue_delayed_work[_on]`, `mod_delayed_work` | [`DelayedWork`], [`Workqueue::queue_delayed`], [`Workqueue::queue_delayed_on`], [`Workqueue::mod_delayed`] |
+//! | `flush_delayed_work`, `cancel_delayed_work[_sync]`, `schedule_delayed_work` | [`DelayedWork::flush`], [`DelayedWork::cancel`], [`DelayedWork::cancel_sync`], [`schedule_delayed_work`] |
 //! | `wq_worker_sleeping` / `wq_worker_running` (scheduler hooks) | [`blocking`] |
 //! | `system_wq`, `system_highpri_wq`, ... | [`system_wq`], [`system_highpri_wq`], ... |
 //! | `worker_pool`, `pool_workqueue`, `worker` | `WorkerPool`, `PoolWorkqueue`, `Worker` (internal) |
@@ -52,6 +54,7 @@
 mod cancel;
 mod concurrency;
 mod data;
+mod delayed;
 mod error;
 mod flush;
 mod pool;
@@ -59,10 +62,16 @@ mod pwq;
 mod rescuer;
 mod sync;
 mod system;
+mod timer;
 mod topology;
 mod work;
 mod worker;
 mod workqueue;
+
+/// The timer clock behind delayed work, and a test clock to pause and advance it by hand.
+pub mod time {
+    pub use crate::timer::{pause, TestClock};
+}
 
 #[doc(hidden)]
 pub mod protocol {
@@ -70,6 +79,9 @@ pub mod protocol {
 }
 
 pub use concurrency::blocking;
+pub use delayed::{
+    schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
+};
 pub use error::Error;
 pub use system::{
     schedule_work, schedule_work_on, system_freezable_power_efficient_wq, system_freezable_wq,

@@ -77,6 +77,13 @@ pub trait WorkItem: Any + Send + Sync {
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+
+    /// The delayed-work field, for items that are delayed work (implemented for every
+    /// [`DelayedWorkItem`](crate::DelayedWorkItem)); lets `cancel` and friends stop the timer.
+    #[doc(hidden)]
+    fn delayed_field(&self) -> Option<&crate::DelayedWorkField> {
+        None
+    }
 }
 
 /// A closure work item (what [`Work::new`] makes).
@@ -181,6 +188,11 @@ impl Work {
 
     pub(crate) fn run(&self) {
         self.inner.run(self)
+    }
+
+    /// The timer part, if this is the work of a delayed item.
+    pub(crate) fn delayed(&self) -> Option<&crate::DelayedWorkField> {
+        self.inner.delayed_field()
     }
 
     pub(crate) fn func_name(&self) -> &'static str {

@@ -425,7 +425,7 @@ impl WqShared {
         worker::current_wq_id() == Some(self.id)
     }
 
-    fn refusal(&self, st: u32) -> Error {
+    pub(crate) fn refusal(&self, st: u32) -> Error {
         if st & (state::DESTROYING | state::DESTROYED) != 0 {
             Error::Destroyed {
                 workqueue: self.name.clone(),
@@ -531,8 +531,13 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     if wq.state.fetch_or(state::DESTROYING, Ordering::AcqRel) & state::DESTROYING != 0 {
         return;
     }
+    // Armed delayed items of this queue would fire into a dead queue: cancel them (the kernel
+    // calls leaving them armed a bug; here they end not pending and never run).
+    crate::timer::cancel_for_wq(wq.id);
     loop {
         let _ = crate::flush::drain_shared(wq);
+        // The queue's own items may have armed timers while it drained.
+        crate::timer::cancel_for_wq(wq.id);
         // Mark each pwq dead once it is empty; a racing insert makes us drain again.
         let mut all_dead = true;
         for pwq in wq.pwqs() {

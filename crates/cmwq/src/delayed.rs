@@ -1,0 +1,319 @@
+//! Delayed work: a work item plus a timer that queues it when it fires (the kernel's
+//! `delayed_work`).
+//!
+//! A delayed item is pending from the queueing call until it starts running: arming the timer
+//! takes `PENDING`, and the timer hands it on when it fires (it queues the item on the
+//! workqueue and CPU recorded at arming). Cancelling first tries to disarm the timer; if that
+//! succeeds the canceller owns `PENDING` (the kernel's `try_to_grab_pending` with a timer).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cancel::{grab_pending, Grabbed};
+use crate::data::{self, State};
+use crate::timer::{self, Target, TimerField};
+use crate::workqueue::{insert_owned, state, WqShared};
+use crate::{topology, Error, Work, WorkField, WorkItem, Workqueue};
+
+/// The part of a delayed work item the engine owns: a [`WorkField`] and a timer. Embed one in
+/// your own type and implement [`DelayedWorkItem`] to queue that type without a second
+/// allocation.
+pub struct DelayedWorkField {
+    pub(crate) work: WorkField,
+    pub(crate) timer: TimerField,
+}
+
+impl DelayedWorkField {
+    /// A new, idle field.
+    pub fn new() -> Self {
+        DelayedWorkField {
+            work: WorkField::new(),
+            timer: TimerField::new(),
+        }
+    }
+}
+
+impl Default for DelayedWorkField {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for DelayedWorkField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DelayedWorkField")
+            .field("work", &self.work)
+            .field("armed", &self.timer.is_armed())
+            .finish()
+    }
+}
+
+/// A type that can be queued as delayed work (Rust-for-Linux's `HasDelayedWork`).
+///
+/// Implementing it also makes the type a [`WorkItem`], so [`Work::from_arc`] works on it too.
+pub trait DelayedWorkItem: std::any::Any + Send + Sync {
+    /// The embedded [`DelayedWorkField`]. Must return the same field on every call.
+    fn delayed_work_field(&self) -> &DelayedWorkField;
+
+    /// The work function.
+    fn run(&self, dw: &DelayedWork);
+
+    /// A name for reports and traces.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+impl<T: DelayedWorkItem> WorkItem for T {
+    fn work_field(&self) -> &WorkField {
+        &self.delayed_work_field().work
+    }
+
+    fn run(&self, work: &Work) {
+        let me = work
+            .downcast_arc::<T>()
+            .expect("a delayed item's handle points at the item");
+        DelayedWorkItem::run(self, &DelayedWork::from_arc(me));
+    }
+
+    fn name(&self) -> &'static str {
+        DelayedWorkItem::name(self)
+    }
+
+    fn delayed_field(&self) -> Option<&DelayedWorkField> {
+        Some(self.delayed_work_field())
+    }
+}
+
+struct FnDelayed<F> {
+    field: DelayedWorkField,
+    f: F,
+}
+
+impl<F: Fn(&DelayedWork) + Send + Sync + 'static> DelayedWorkItem for FnDelayed<F> {
+    fn delayed_work_field(&self) -> &DelayedWorkField {
+        &self.field
+    }
+
+    fn run(&self, dw: &DelayedWork) {
+        (self.f)(dw)
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<F>()
+    }
+}
+
+/// A delayed work item: a [`Work`] with a timer. A cheap handle with identity; clones are the
+/// same item.
+#[derive(Clone)]
+pub struct DelayedWork {
+    item: Arc<dyn DelayedWorkItem>,
+    work: Work,
+}
+
+impl DelayedWork {
+    /// A delayed item that calls `f` each time it runs.
+    pub fn new<F>(f: F) -> DelayedWork
+    where
+        F: Fn(&DelayedWork) + Send + Sync + 'static,
+    {
+        Self::from_arc(Arc::new(FnDelayed {
+            field: DelayedWorkField::new(),
+            f,
+        }))
+    }
+
+    /// A handle on a delayed item embedded in `item` (no allocation).
+    pub fn from_arc<T: DelayedWorkItem>(item: Arc<T>) -> DelayedWork {
+        DelayedWork {
+            item: item.clone(),
+            work: Work::from_arc(item),
+        }
+    }
+
+    /// The embedded work item (the kernel's `dwork->work`).
+    pub fn work(&self) -> &Work {
+        &self.work
+    }
+
+    /// Whether the item is pending: its timer is armed, or it is queued and not yet started.
+    pub fn is_pending(&self) -> bool {
+        self.work.is_pending()
+    }
+
+    /// Fires a pending timer at once (queueing the item on the workqueue and CPU recorded when
+    /// it was armed), then waits for the item like [`Work::flush`]. Returns `false` if the item
+    /// was idle.
+    pub fn flush(&self) -> bool {
+        if let Some(target) = self.timer().del_timer_take() {
+            // We own PENDING now. A refusal (destroyed queue) releases it.
+            let _ = insert_owned(&target.wq, target.cpu, &self.work);
+        }
+        self.work.flush()
+    }
+
+    /// Stops a pending timer or takes the queued item off its queue; does not wait for a
+    /// running instance. Returns whether it was pending.
+    pub fn cancel(&self) -> bool {
+        self.work.cancel()
+    }
+
+    /// Cancels and waits for a running instance; stops an item that re-arms itself from its
+    /// own function (periodic work). Returns whether it was pending.
+    pub fn cancel_sync(&self) -> bool {
+        self.work.cancel_sync()
+    }
+
+    pub(crate) fn timer(&self) -> &TimerField {
+        &self.item.delayed_work_field().timer
+    }
+}
+
+impl PartialEq for DelayedWork {
+    fn eq(&self, other: &Self) -> bool {
+        self.work == other.work
+    }
+}
+
+impl Eq for DelayedWork {}
+
+impl fmt::Debug for DelayedWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DelayedWork")
+            .field("work", &self.work)
+            .field("armed", &self.timer().is_armed())
+            .finish()
+    }
+}
+
+// ===== queueing =====
+
+/// Arms the timer of `dw`, whose `PENDING` the caller owns (the kernel's
+/// `__queue_delayed_work`). A zero delay queues at once. Refusals release `PENDING`.
+fn queue_delayed_owned(
+    wq: &Arc<WqShared>,
+    cpu: Option<usize>,
+    dw: &DelayedWork,
+    delay: Duration,
+) -> Result<(), Error> {
+    if delay.is_zero() {
+        return insert_owned(wq, cpu, &dw.work);
+    }
+    // Acquire: pairs with the Release state changes of drain/destroy.
+    let st = wq.state.load(std::sync::atomic::Ordering::Acquire);
+    if st != 0 && (st & state::DESTROYED != 0 || !wq.is_current()) {
+        dw.work.data().release_pending();
+        return Err(wq.refusal(st));
+    }
+    timer::service().arm(
+        dw,
+        Target {
+            wq: wq.clone(),
+            cpu,
+        },
+        delay,
+    );
+    Ok(())
+}
+
+fn queue_delayed(
+    wq: &Arc<WqShared>,
+    cpu: Option<usize>,
+    dw: &DelayedWork,
+    delay: Duration,
+) -> Result<bool, Error> {
+    let d = dw.work.data();
+    if !d.try_set_pending() {
+        return Ok(false);
+    }
+    if let State::OffQueue { disable, .. } = d.state() {
+        if disable > 0 {
+            d.release_pending();
+            return Ok(false);
+        }
+    }
+    queue_delayed_owned(wq, cpu, dw, delay).map(|()| true)
+}
+
+fn mod_delayed(
+    wq: &Arc<WqShared>,
+    cpu: Option<usize>,
+    dw: &DelayedWork,
+    delay: Duration,
+) -> Result<bool, Error> {
+    let (found, pool, disable) = grab_pending(&dw.work);
+    let was_pending = found == Grabbed::Pending;
+    if disable > 0 {
+        dw.work.data().set(data::off_queue(pool, disable, false));
+        return Ok(was_pending);
+    }
+    queue_delayed_owned(wq, cpu, dw, delay).map(|()| was_pending)
+}
+
+fn logged(r: Result<bool, Error>) -> bool {
+    r.unwrap_or_else(|err| {
+        tracing::warn!(target: "cmwq", "cannot queue delayed work: {err}");
+        false
+    })
+}
+
+fn check_cpu(cpu: usize) -> Result<(), Error> {
+    match topology::cpus().index_of(cpu) {
+        Some(_) => Ok(()),
+        None => Err(Error::InvalidCpu { cpu }),
+    }
+}
+
+impl Workqueue {
+    /// Queues `dw` after `delay` on the CPU that is current when the timer fires (bound
+    /// queues) or the queue's pool. `false` if it was already pending (its timer is left
+    /// alone) or disabled. A zero delay queues at once, without a timer.
+    pub fn queue_delayed(&self, dw: &DelayedWork, delay: Duration) -> bool {
+        logged(queue_delayed(self.shared(), None, dw, delay))
+    }
+
+    /// Like [`queue_delayed`](Self::queue_delayed), to run on `cpu`.
+    pub fn queue_delayed_on(
+        &self,
+        cpu: usize,
+        dw: &DelayedWork,
+        delay: Duration,
+    ) -> Result<bool, Error> {
+        check_cpu(cpu)?;
+        Ok(logged(queue_delayed(self.shared(), Some(cpu), dw, delay)))
+    }
+
+    /// Re-arms `dw` with `delay` wherever it is (timer or queue), or arms it if idle. Returns
+    /// `true` if it was pending (modified), `false` if it was idle (the kernel's inverted
+    /// sense). A disabled item is left alone.
+    pub fn mod_delayed(&self, dw: &DelayedWork, delay: Duration) -> bool {
+        logged(mod_delayed(self.shared(), None, dw, delay))
+    }
+
+    /// Like [`mod_delayed`](Self::mod_delayed), to run on `cpu`.
+    pub fn mod_delayed_on(
+        &self,
+        cpu: usize,
+        dw: &DelayedWork,
+        delay: Duration,
+    ) -> Result<bool, Error> {
+        check_cpu(cpu)?;
+        Ok(logged(mod_delayed(self.shared(), Some(cpu), dw, delay)))
+    }
+}
+
+/// Queues `dw` on [`system_wq`](crate::system_wq) after `delay`.
+pub fn schedule_delayed_work(dw: &DelayedWork, delay: Duration) -> bool {
+    crate::system_wq().queue_delayed(dw, delay)
+}
+
+/// Queues `dw` on [`system_wq`](crate::system_wq) on `cpu` after `delay`.
+pub fn schedule_delayed_work_on(
+    cpu: usize,
+    dw: &DelayedWork,
+    delay: Duration,
+) -> Result<bool, Error> {
+    crate::system_wq().queue_delayed_on(cpu, dw, delay)
+}
