@@ -37,7 +37,10 @@ impl Report {
         if !ok {
             self.failures += 1;
         }
-        println!("  [{}] {section:<22} {detail}", if ok { " ok " } else { "FAIL" });
+        println!(
+            "  [{}] {section:<22} {detail}",
+            if ok { " ok " } else { "FAIL" }
+        );
     }
 }
 
@@ -65,7 +68,11 @@ pub fn run(scale: usize) -> bool {
     println!();
     println!(
         "{} in {:.2?}: {} check(s) failed",
-        if r.failures == 0 { "all good" } else { "PROBLEMS" },
+        if r.failures == 0 {
+            "all good"
+        } else {
+            "PROBLEMS"
+        },
         t0.elapsed(),
         r.failures
     );
@@ -121,14 +128,17 @@ fn per_cpu(r: &mut Report, cpus: &[usize]) {
         work.flush();
     }
     let seen = seen.lock().unwrap().clone();
-    ok &= seen.iter().zip(cpus).all(|((c, _), want)| *c == Some(*want));
+    ok &= seen
+        .iter()
+        .zip(cpus)
+        .all(|((c, _), want)| *c == Some(*want));
     let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
     r.line(ok, "queue_on(cpu)", format!("ran on workers {names:?}"));
     let bad = wq.queue_on(usize::MAX >> 1, &Work::new(|_| {}));
     r.line(
         bad.is_err(),
         "queue_on(bad cpu)",
-        format!("{}", bad.err().map_or("accepted!".into(), |e| e.to_string())),
+        bad.err().map_or("accepted!".into(), |e| e.to_string()),
     );
     let hp = Arc::new(Mutex::new(None));
     let h = hp.clone();
@@ -304,7 +314,11 @@ fn flush_and_cancel(r: &mut Report) {
     );
     wq.queue(&again);
     let waited = again.flush();
-    r.line(waited || !again.is_pending(), "Work::flush", "waited for the last queued instance".into());
+    r.line(
+        waited || !again.is_pending(),
+        "Work::flush",
+        "waited for the last queued instance".into(),
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -318,7 +332,11 @@ fn flush_and_cancel(r: &mut Report) {
     std::thread::sleep(Duration::from_millis(5));
     periodic.cancel_sync();
     let idle = !periodic.is_pending() && !periodic.busy().running;
-    r.line(idle, "cancel_sync", "a self-requeueing item is neither pending nor running after cancel_sync".into());
+    r.line(
+        idle,
+        "cancel_sync",
+        "a self-requeueing item is neither pending nor running after cancel_sync".into(),
+    );
     periodic.disable();
     periodic.disable();
     let refused = !wq.queue(&periodic);
@@ -337,14 +355,21 @@ fn flush_and_cancel(r: &mut Report) {
     r.line(
         res.is_err() && !w.is_pending(),
         "destroy",
-        format!("queue through a leftover handle: {}", res.err().map_or("accepted!".into(), |e| e.to_string())),
+        format!(
+            "queue through a leftover handle: {}",
+            res.err().map_or("accepted!".into(), |e| e.to_string())
+        ),
     );
 }
 
 fn panics(r: &mut Report) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    cmwq::set_panic_hook(move |p| s.lock().unwrap().push(format!("{}: {}", p.workqueue, p.message)));
+    cmwq::set_panic_hook(move |p| {
+        s.lock()
+            .unwrap()
+            .push(format!("{}: {}", p.workqueue, p.message))
+    });
     let wq = Workqueue::new("demo_panic", WqFlags::empty(), 0).expect("create");
     let bad = Work::new(|_| panic!("demo panic inside a work item"));
     // Silence the default panic message for this expected panic.

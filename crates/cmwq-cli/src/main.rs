@@ -8,7 +8,11 @@ mod demo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cmwq", version, about = "Kernel-style concurrency-managed workqueues for Rust")]
+#[command(
+    name = "cmwq",
+    version,
+    about = "Kernel-style concurrency-managed workqueues for Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -1,21 +1,41 @@
 //! Concurrency management: the user-space stand-in for the scheduler's
-//! `wq_worker_sleeping`/`wq_worker_running` hooks.
+//! `wq_worker_sleeping`/`wq_worker_running` hooks, and CPU-hog detection.
 //!
-//! A worker of a per-CPU pool counts in the pool's `nr_running` while it processes items. When
-//! it is about to sleep inside [`blocking`], it leaves `nr_running`; if that leaves work waiting
-//! with nobody running, the most recently idle worker is woken at once (that worker makes a new
-//! spare if it was the last idle one). When the sleep ends it counts again; two running
-//! workers then shrink back to one as the first to finish an item sees `keep_working` false.
+//! A worker of a per-CPU pool counts in the pool's `nr_running` while it processes items; the
+//! pool lets at most `cm_target` of them run (1, the kernel's rule, unless the monitor raised
+//! it). Two paths tell the pool that a running worker sleeps:
+//!
+//! * **Exact** — [`blocking`]: the worker leaves `nr_running` for the duration of the call and,
+//!   if that leaves work waiting with too few running, the most recently idle worker is woken
+//!   at once (it makes a new spare if it was the last idle one).
+//! * **Automatic** — [`sample_pool`], run by the monitor thread on an adaptive interval. It
+//!   reads the CPU clock of each busy worker; when work waits and the pool is at its target
+//!   and not saturated, it reads the scheduler state of the running workers that made no
+//!   progress (`S`/`D` in `/proc/self/task/<tid>/stat` is asleep; a runnable but preempted
+//!   worker is `R` and does not count). The target becomes one plus the sleepers (the kernel's
+//!   rule, seen by sampling), or doubles when every counted worker sleeps and the CPU is
+//!   mostly idle. It shrinks by a quarter per sample while the pool uses at least 90% of its
+//!   CPU or nothing waits. See DESIGN.md for the law, its constants and its cost.
+//!
+//! The same samples detect CPU hogs: an item that has used `cpu_intensive_thresh` of CPU since
+//! it started or last slept is marked CPU-intensive (it leaves `nr_running` until it ends), as
+//! in kernels since 6.5.
 
-use crate::pool::{flags, kick_pool};
-use crate::worker;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::config;
+use crate::pool::{flags, kick_pool, Sleep, WorkerPool};
+use crate::{topology, worker};
 
 /// Runs `f`, telling concurrency management that the calling worker sleeps meanwhile.
 ///
 /// Wrap calls that block (I/O, sleeps, lock and channel waits) in work items of per-CPU
-/// workqueues, so that other items queued on the same CPU start on another worker instead of
-/// waiting behind the sleeper. Outside a worker thread, nested inside another `blocking`, or on
-/// workers that are already outside concurrency management (unbound and CPU-intensive ones) it
+/// workqueues, so that other items queued on the same CPU start on another worker at once
+/// instead of waiting behind the sleeper (the monitor also notices unannounced sleeps, but
+/// only after a sample or two). Outside a worker thread, nested inside another `blocking`, or
+/// on workers already outside concurrency management (unbound, CPU-intensive, rescuers) it
 /// just calls `f`. cmwq's own waits (`flush`, `cancel_sync`, `drain`) use it.
 ///
 /// ```
@@ -28,26 +48,31 @@ use crate::worker;
 /// work.flush();
 /// ```
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    let Some(pool_and_id) = worker::with_worker(|w| (w.pool.clone(), w.id)) else {
+    let Some((pool, id)) = worker::with_worker(|w| (w.pool.clone(), w.id)) else {
         return f();
     };
-    let (pool, id) = pool_and_id;
     let entered = {
         let mut g = pool.locked.lock();
         let w = g.worker(id);
-        if w.sleeping || w.flags & flags::NOT_RUNNING != 0 {
+        if w.sleep != Sleep::Awake || w.flags & flags::NOT_RUNNING != 0 {
             false
         } else {
-            w.sleeping = true;
+            w.sleep = Sleep::Hinted;
             g.nr_running -= 1;
-            // A worker is calling, so the pool has one: no first worker to create.
+            // The kernel's wq_worker_sleeping: wake a spare if work now waits.
+            let woke = g.idle.last().is_some() && crate::pool::need_more_worker(g.counters());
             let _ = kick_pool(&mut g);
+            if woke {
+                if let Some((_, slot)) = g.worker(id).current {
+                    g.pwq(slot).nr_cm_wakeup += 1;
+                }
+            }
             true
         }
     };
-    /// Restores the accounting even if `f` unwinds.
+    /// Restores the accounting even if `f` unwinds (the kernel's wq_worker_running).
     struct Running {
-        pool: std::sync::Arc<crate::pool::WorkerPool>,
+        pool: Arc<WorkerPool>,
         id: usize,
         entered: bool,
     }
@@ -56,7 +81,8 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
             if self.entered {
                 let mut g = self.pool.locked.lock();
                 let w = g.worker(self.id);
-                w.sleeping = false;
+                w.sleep = Sleep::Awake;
+                w.epoch += 1; // CPU-hog detection measures from the wake-up
                 if w.flags & flags::NOT_RUNNING == 0 {
                     g.nr_running += 1;
                 }
@@ -65,4 +91,247 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
     let _running = Running { pool, id, entered };
     f()
+}
+
+// ===== the automatic path =====
+
+/// What the monitor remembers of one worker between samples.
+#[derive(Clone, Copy, Debug)]
+struct WorkerSample {
+    epoch: u64,
+    cpu: Duration,
+    /// CPU time when this epoch was first seen (CPU-hog detection).
+    base: Duration,
+}
+
+/// What the monitor remembers of one pool between samples.
+#[derive(Default)]
+pub(crate) struct PoolSample {
+    at: Option<Instant>,
+    workers: HashMap<usize, WorkerSample>,
+}
+
+/// The control law's decision for one sample, pure over what was measured (unit-tested).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Observation {
+    /// Items wait on the worklist.
+    pub(crate) waiting: bool,
+    /// Workers counted in `nr_running`.
+    pub(crate) nr_running: usize,
+    /// The current target.
+    pub(crate) target: usize,
+    /// CPU used by the pool's busy workers over the interval, in thousandths of one CPU.
+    pub(crate) used_permille: u64,
+    /// Counted workers seen asleep in the kernel (`S`/`D`; preempted ones are `R`).
+    pub(crate) asleep: usize,
+    /// The most the target may be.
+    pub(crate) cap: usize,
+}
+
+/// The next concurrency target.
+pub(crate) fn next_target(o: Observation) -> usize {
+    let running = o.nr_running.saturating_sub(o.asleep);
+    // The kernel's rule: one running worker, and a replacement for each sleeper. When every
+    // counted worker sleeps and the CPU is mostly idle, grow geometrically instead, so a
+    // backlog of items that sleep at once is not started one sample at a time.
+    let grow_to = if running == 0 && o.used_permille < 500 {
+        (o.target * 2).max(o.asleep + 1)
+    } else {
+        o.asleep + 1
+    };
+    if o.waiting && o.nr_running >= o.target && o.asleep > 0 && grow_to > o.target {
+        grow_to.min(o.cap)
+    } else if o.target <= 1 {
+        1
+    } else if !o.waiting {
+        // Nothing waits: decay back toward the kernel's one running worker.
+        o.target - (o.target / 4).max(1)
+    } else if o.used_permille >= 900 {
+        // The CPU is used: more running workers cannot help; shrink by a quarter.
+        o.target - (o.target / 4).max(1)
+    } else {
+        o.target
+    }
+}
+
+/// Samples one per-CPU pool: CPU use, CPU-hog detection and the concurrency target. Returns
+/// whether the pool was busy (some worker busy or work waiting), which keeps the monitor
+/// sampling fast.
+pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
+    let cfg = config();
+    let now = Instant::now();
+    // Every worker with an item: (id, epoch, tid, cpu time, counted in nr_running).
+    let mut busy_workers: Vec<(usize, u64, i32, Duration, bool)> = Vec::new();
+    let (waiting, nr_running, target) = {
+        let g = pool.locked.lock();
+        for (id, w) in g.workers.iter().enumerate() {
+            let Some(w) = w else { continue };
+            if w.idle || w.die || w.rescuer || w.current.is_none() {
+                continue;
+            }
+            let counted = w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake;
+            // The thread is alive while its slot exists and we hold the pool lock.
+            if let Some(cpu) = w.pthread.and_then(topology::thread_cpu_time) {
+                busy_workers.push((id, w.epoch, w.tid, cpu, counted));
+            }
+        }
+        (!g.worklist.is_empty(), g.nr_running, g.cm_target)
+    };
+    let elapsed = s.at.map(|t| now - t);
+    s.at = Some(now);
+
+    let mut used = Duration::ZERO;
+    // Counted workers that may be asleep: stalled since the last sample, or new since then.
+    let mut maybe_asleep = Vec::new();
+    let mut hogs = Vec::new();
+    let mut seen = HashMap::with_capacity(busy_workers.len());
+    for &(id, epoch, tid, cpu, counted) in &busy_workers {
+        let prev = s.workers.get(&id).copied();
+        let same_epoch = prev.filter(|p| p.epoch == epoch);
+        let base = same_epoch.map_or(cpu, |p| p.base);
+        match (prev, elapsed) {
+            (Some(p), Some(el)) => {
+                // CPU used by this thread since the last sample, whatever it ran meanwhile.
+                let delta = cpu.saturating_sub(p.cpu);
+                used += delta;
+                if counted && (same_epoch.is_none() || delta < el / 4) {
+                    maybe_asleep.push(tid);
+                }
+            }
+            _ if counted => maybe_asleep.push(tid),
+            _ => {}
+        }
+        if counted
+            && !cfg.cpu_intensive_thresh.is_zero()
+            && cpu.saturating_sub(base) >= cfg.cpu_intensive_thresh
+        {
+            hogs.push((id, epoch));
+        }
+        seen.insert(id, WorkerSample { epoch, cpu, base });
+    }
+    s.workers = seen;
+
+    let busy = waiting || !busy_workers.is_empty() || target > 1;
+    let Some(el) = elapsed.filter(|e| !e.is_zero()) else {
+        return busy;
+    };
+    let used_permille = (used.as_nanos() * 1000 / el.as_nanos()) as u64;
+    let saturated = used_permille >= SATURATED_PERMILLE;
+    let new_target = if cfg.detect_blocking {
+        next_target(Observation {
+            waiting,
+            nr_running,
+            target,
+            used_permille,
+            // Reading /proc costs a few µs: only when the answer could grow the target, and
+            // for at most PROC_READS workers.
+            asleep: if waiting && nr_running >= target && used_permille < SATURATED_PERMILLE {
+                maybe_asleep
+                    .iter()
+                    .take(PROC_READS)
+                    .filter(|&&tid| matches!(topology::task_state(tid), Some(b'S' | b'D')))
+                    .count()
+            } else {
+                0
+            },
+            cap: cfg.max_workers_per_pool,
+        })
+    } else {
+        target
+    };
+
+    let mut g = pool.locked.lock();
+    g.cpu_saturated = saturated;
+    for (id, epoch) in hogs {
+        let Some(w) = g.workers.get(id).and_then(Option::as_ref) else {
+            continue;
+        };
+        if w.epoch != epoch || w.flags & flags::NOT_RUNNING != 0 || w.sleep != Sleep::Awake {
+            continue;
+        }
+        let slot = w.current.map(|(_, slot)| slot);
+        g.worker_set_flags(id, flags::CPU_INTENSIVE);
+        if let Some(slot) = slot {
+            let p = g.pwq(slot);
+            p.nr_cpu_intensive += 1;
+            tracing::debug!(
+                target: "cmwq",
+                workqueue = %p.wq.name,
+                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider an UNBOUND workqueue)",
+                cfg.cpu_intensive_thresh
+            );
+        }
+    }
+    g.cm_target = new_target.max(1);
+    let _ = kick_pool(&mut g);
+    busy
+}
+
+/// Most `/proc/self/task/<tid>/stat` reads per pool and sample.
+const PROC_READS: usize = 16;
+
+/// CPU use (thousandths of the pool's CPU) from which a per-CPU pool counts as saturated: its
+/// manager then makes no new spare workers (existing idle ones are still woken), since a new
+/// thread could not run anyway.
+pub(crate) const SATURATED_PERMILLE: u64 = 900;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(
+        waiting: bool,
+        nr_running: usize,
+        target: usize,
+        used: u64,
+        asleep: usize,
+    ) -> Observation {
+        Observation {
+            waiting,
+            nr_running,
+            target,
+            used_permille: used,
+            asleep,
+            cap: 64,
+        }
+    }
+
+    #[test]
+    fn grows_fast_when_sleepers_leave_the_cpu_idle_and_work_waits() {
+        assert_eq!(next_target(obs(true, 1, 1, 10, 1)), 2);
+        assert_eq!(next_target(obs(true, 8, 8, 100, 8)), 16);
+        assert_eq!(next_target(obs(true, 40, 40, 100, 40)), 64, "capped");
+    }
+
+    #[test]
+    fn replaces_sleepers_one_for_one_while_someone_runs() {
+        // w0 asleep, w1 burning: no third worker (the documentation's scenario).
+        assert_eq!(next_target(obs(true, 2, 2, 100, 1)), 2);
+        // Both asleep now: w2 may start.
+        assert!(next_target(obs(true, 2, 2, 100, 2)) >= 3);
+        // Busy CPU: replace sleepers, no geometric growth.
+        assert_eq!(next_target(obs(true, 4, 4, 800, 4)), 5);
+    }
+
+    #[test]
+    fn preempted_workers_do_not_count_as_blocked() {
+        // Low CPU use but nobody asleep: the workers are runnable, just not running.
+        assert_eq!(next_target(obs(true, 1, 1, 10, 0)), 1);
+    }
+
+    #[test]
+    fn no_growth_without_waiting_work_or_below_target() {
+        assert_eq!(next_target(obs(false, 1, 1, 0, 1)), 1);
+        assert_eq!(next_target(obs(true, 2, 4, 0, 2)), 4);
+    }
+
+    #[test]
+    fn shrinks_when_the_cpu_is_used_and_decays_when_idle() {
+        assert_eq!(next_target(obs(true, 10, 10, 990, 0)), 8);
+        assert_eq!(next_target(obs(true, 3, 3, 920, 0)), 2);
+        assert_eq!(next_target(obs(true, 10, 10, 700, 0)), 10);
+        assert_eq!(next_target(obs(false, 0, 16, 0, 0)), 12);
+        assert_eq!(next_target(obs(false, 0, 2, 0, 0)), 1);
+        assert_eq!(next_target(obs(false, 0, 1, 0, 0)), 1);
+    }
 }

@@ -147,11 +147,13 @@ impl DelayedWork {
     /// it was armed), then waits for the item like [`Work::flush`]. Returns `false` if the item
     /// was idle.
     pub fn flush(&self) -> bool {
-        if let Some(target) = self.timer().del_timer_take() {
+        let fired = match self.timer().del_timer_take() {
             // We own PENDING now. A refusal (destroyed queue) releases it.
-            let _ = insert_owned(&target.wq, target.cpu, &self.work);
-        }
-        self.work.flush()
+            Some(target) => insert_owned(&target.wq, target.cpu, &self.work).is_ok(),
+            None => false,
+        };
+        // `|` not `||`: wait for the run even if we fired it (it may have finished already).
+        self.work.flush() | fired
     }
 
     /// Stops a pending timer or takes the queued item off its queue; does not wait for a

@@ -59,6 +59,9 @@ pub enum Error {
         /// The workqueue's name.
         workqueue: String,
     },
+    /// [`configure`](crate::configure) was called after the engine started (or twice).
+    #[error("the configuration is fixed once the engine has started")]
+    ConfigLocked,
     /// Waiting here would wait for the calling work item itself: a certain deadlock.
     #[error("a work item cannot flush itself or the workqueue it is running on")]
     SelfFlush,

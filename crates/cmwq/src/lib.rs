@@ -53,10 +53,13 @@
 
 mod cancel;
 mod concurrency;
+mod config;
 mod data;
 mod delayed;
 mod error;
 mod flush;
+mod manage;
+mod monitor;
 mod pool;
 mod pwq;
 mod rescuer;
@@ -73,12 +76,11 @@ pub mod time {
     pub use crate::timer::{pause, TestClock};
 }
 
-#[doc(hidden)]
-pub mod protocol {
-    #![doc = include_str!("CONCURRENCY.md")]
-}
+#[doc = include_str!("CONCURRENCY.md")]
+pub mod protocol {}
 
 pub use concurrency::blocking;
+pub use config::{config, configure, fail_worker_creation, Config};
 pub use delayed::{
     schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };

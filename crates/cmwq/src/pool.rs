@@ -48,6 +48,14 @@ pub(crate) mod flags {
     pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND;
 }
 
+/// Whether a worker is asleep as far as concurrency management knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sleep {
+    Awake,
+    /// Inside `blocking()`: taken out of `nr_running` by the hint.
+    Hinted,
+}
+
 /// A worker's state, guarded by its pool's lock.
 pub(crate) struct WorkerSlot {
     pub(crate) flags: u32,
@@ -56,8 +64,15 @@ pub(crate) struct WorkerSlot {
     /// Set when the worker must exit.
     pub(crate) die: bool,
     pub(crate) idle: bool,
-    /// Inside `blocking()`: already taken out of `nr_running`.
-    pub(crate) sleeping: bool,
+    /// Out of `nr_running` because it sleeps (`blocking()`).
+    pub(crate) sleep: Sleep,
+    /// Bumped when the worker starts an item or wakes from a sleep: the monitor's samples of a
+    /// worker are comparable only within one epoch.
+    pub(crate) epoch: u64,
+    /// The worker's pthread (for its CPU clock); valid while the slot exists.
+    pub(crate) pthread: Option<libc::pthread_t>,
+    /// A rescuer attached to this pool (not counted in `nr_workers`).
+    pub(crate) rescuer: bool,
     /// Items this worker runs next (re-queued instances of what it runs: non-reentrancy).
     pub(crate) scheduled: VecDeque<Entry>,
     /// Identity of the item it runs, with its pwq slot.
@@ -65,7 +80,6 @@ pub(crate) struct WorkerSlot {
     /// Waiters to complete when the current execution ends (flush and cancel_sync).
     pub(crate) current_waiters: Vec<Arc<Completion>>,
     pub(crate) cv: Arc<Condvar>,
-    pub(crate) name: String,
     pub(crate) tid: i32,
     pub(crate) join: Option<JoinHandle<()>>,
     pub(crate) last_active: Instant,
@@ -93,6 +107,18 @@ pub(crate) struct PoolLocked {
     pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
     /// The pool is being destroyed: no more workers are made.
     pub(crate) destroying: bool,
+    /// Concurrency target: how many workers may count in `nr_running` at once. 1 is the
+    /// kernel's rule; the monitor raises it while the running workers block without a hint.
+    pub(crate) cm_target: usize,
+    /// The monitor saw this pool's busy workers use at least 90% of its CPU in the last sample
+    /// (per-CPU pools only): the manager makes no new spares meanwhile.
+    pub(crate) cpu_saturated: bool,
+    /// When worker creation started failing (cleared by a success).
+    pub(crate) creation_failed_since: Option<Instant>,
+    /// Last creation attempt, for the cooldown.
+    pub(crate) last_create_attempt: Option<Instant>,
+    /// Last time the rescuers were called for this pool.
+    pub(crate) last_mayday: Option<Instant>,
 }
 
 /// A pool of workers.
@@ -119,11 +145,13 @@ pub(crate) struct Counters {
     pub(crate) nr_workers: usize,
     pub(crate) nr_idle: usize,
     pub(crate) manager_active: bool,
+    /// Concurrency target (1 in the kernel).
+    pub(crate) target: usize,
 }
 
-/// Work is waiting and nobody is running it.
+/// Work is waiting and fewer workers run than the target (kernel: nobody runs).
 pub(crate) fn need_more_worker(c: Counters) -> bool {
-    !c.worklist_empty && c.nr_running == 0
+    !c.worklist_empty && c.nr_running < c.target
 }
 
 /// An idle worker exists to take over if this one blocks.
@@ -131,14 +159,19 @@ pub(crate) fn may_start_working(c: Counters) -> bool {
     c.nr_idle > 0
 }
 
-/// A running worker should take another item.
+/// A running worker should take another item (kernel: at most one runs).
 pub(crate) fn keep_working(c: Counters) -> bool {
-    !c.worklist_empty && c.nr_running <= 1
+    !c.worklist_empty && c.nr_running <= c.target
 }
 
 /// A worker is needed and none is idle.
 pub(crate) fn need_to_create_worker(c: Counters) -> bool {
     need_more_worker(c) && !may_start_working(c)
+}
+
+/// Making a new worker could help: the pool has fewer than two, or its CPU is not saturated.
+pub(crate) fn may_create_worker(nr_workers: usize, cpu_saturated: bool) -> bool {
+    nr_workers < 2 || !cpu_saturated
 }
 
 /// Idle workers beyond two, at a ratio of one per four busy (`MAX_IDLE_WORKERS_RATIO`).
@@ -156,6 +189,7 @@ impl PoolLocked {
             nr_workers: self.nr_workers,
             nr_idle: self.nr_idle,
             manager_active: self.manager_active,
+            target: self.cm_target,
         }
     }
 
@@ -166,7 +200,7 @@ impl PoolLocked {
     /// Sets worker flags, leaving `nr_running` when entering the NOT_RUNNING set.
     pub(crate) fn worker_set_flags(&mut self, id: usize, f: u32) {
         let w = self.worker(id);
-        let was_running = w.flags & flags::NOT_RUNNING == 0 && !w.sleeping;
+        let was_running = w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake;
         w.flags |= f;
         if was_running && f & flags::NOT_RUNNING != 0 {
             self.nr_running -= 1;
@@ -178,9 +212,28 @@ impl PoolLocked {
         let w = self.worker(id);
         let old = w.flags;
         w.flags &= !f;
-        if old & flags::NOT_RUNNING != 0 && w.flags & flags::NOT_RUNNING == 0 && !w.sleeping {
+        if old & flags::NOT_RUNNING != 0
+            && w.flags & flags::NOT_RUNNING == 0
+            && w.sleep == Sleep::Awake
+        {
             self.nr_running += 1;
         }
+    }
+
+    /// Takes an idle worker out of the pool and tells it to exit; returns its thread.
+    pub(crate) fn kill_worker(&mut self, id: usize) -> Option<JoinHandle<()>> {
+        if self.worker(id).idle {
+            self.worker_leave_idle(id);
+        }
+        let w = self.worker(id);
+        w.die = true;
+        w.wake = true;
+        w.cv.notify_one();
+        let join = w.join.take();
+        if !w.rescuer {
+            self.nr_workers -= 1;
+        }
+        join
     }
 
     pub(crate) fn worker_enter_idle(&mut self, id: usize) {
@@ -214,7 +267,12 @@ impl PoolLocked {
     /// Debug check of the counters against the lists.
     pub(crate) fn debug_check(&self) {
         if cfg!(debug_assertions) {
-            let nr_workers = self.workers.iter().flatten().filter(|w| !w.die).count();
+            let nr_workers = self
+                .workers
+                .iter()
+                .flatten()
+                .filter(|w| !w.die && !w.rescuer)
+                .count();
             let nr_idle = self.workers.iter().flatten().filter(|w| w.idle).count();
             debug_assert_eq!(nr_idle, self.nr_idle);
             debug_assert_eq!(self.idle.len(), self.nr_idle);
@@ -270,6 +328,11 @@ impl WorkerPool {
                 pwqs: Vec::new(),
                 flush_waiters: FxHashMap::default(),
                 destroying: false,
+                cm_target: 1,
+                cpu_saturated: false,
+                creation_failed_since: None,
+                last_create_attempt: None,
+                last_mayday: None,
             }),
             nice_failed: AtomicBool::new(false),
             refcnt: Mutex::new(0),
@@ -283,14 +346,7 @@ impl WorkerPool {
     /// Acts on what `kick_pool` asked for, after the pool lock was dropped.
     pub(crate) fn after_kick(self: &Arc<Self>, kick: Kick) {
         if kick == Kick::CreateFirstWorker {
-            let mut g = self.locked.lock();
-            if g.nr_workers == 0 && !g.manager_active && !g.destroying {
-                g.manager_active = true;
-                crate::worker::create_worker(self, &mut g);
-                g.manager_active = false;
-                let k = kick_pool(&mut g);
-                debug_assert!(k == Kick::Nothing || g.nr_workers == 0);
-            }
+            crate::manage::create_first_worker(self);
         }
     }
 
@@ -307,16 +363,10 @@ impl WorkerPool {
     /// Tells every worker to exit and returns their threads (pool lock held by the caller).
     fn stop_workers(g: &mut MutexGuard<'_, PoolLocked>) -> Vec<JoinHandle<()>> {
         g.destroying = true;
-        let mut joins = Vec::new();
-        for w in g.workers.iter_mut().flatten() {
-            w.die = true;
-            w.wake = true;
-            w.cv.notify_one();
-            if let Some(j) = w.join.take() {
-                joins.push(j);
-            }
-        }
-        joins
+        let ids: Vec<usize> = (0..g.workers.len())
+            .filter(|&i| g.workers[i].as_ref().is_some_and(|w| !w.die))
+            .collect();
+        ids.into_iter().filter_map(|id| g.kill_worker(id)).collect()
     }
 }
 
@@ -336,6 +386,7 @@ struct Pools {
 fn pools() -> &'static Pools {
     static POOLS: OnceLock<Pools> = OnceLock::new();
     POOLS.get_or_init(|| {
+        let _ = crate::config::config();
         let cpus = &topology::cpus().list;
         let mut by_id = Vec::new();
         let mut per_cpu = Vec::new();
@@ -369,6 +420,18 @@ fn pools() -> &'static Pools {
 /// The per-CPU pool of CPU index `idx` (position in `online_cpus()`).
 pub(crate) fn per_cpu_pool(idx: usize, highpri: bool) -> Arc<WorkerPool> {
     pools().per_cpu[idx][usize::from(highpri)].clone()
+}
+
+/// Every live pool (per-CPU ones first).
+pub(crate) fn all_pools() -> Vec<Arc<WorkerPool>> {
+    pools()
+        .registry
+        .read()
+        .by_id
+        .iter()
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// The pool with this id, if it still exists.
@@ -431,6 +494,7 @@ mod tests {
             nr_workers,
             nr_idle,
             manager_active: false,
+            target: 1,
         }
     }
 
@@ -460,6 +524,19 @@ mod tests {
         assert!(need_to_create_worker(c(1, 0, 1, 0)));
         assert!(!need_to_create_worker(c(1, 0, 2, 1)));
         assert!(!need_to_create_worker(c(1, 1, 1, 0)));
+    }
+
+    #[test]
+    fn a_raised_target_lets_more_run() {
+        let mut x = c(1, 1, 3, 1);
+        assert!(!need_more_worker(x));
+        x.target = 3;
+        assert!(need_more_worker(x));
+        x.nr_running = 3;
+        assert!(!need_more_worker(x));
+        assert!(keep_working(x));
+        x.nr_running = 4;
+        assert!(!keep_working(x));
     }
 
     #[test]

@@ -37,9 +37,13 @@ pub(crate) struct PwqLocked {
     pub(crate) flush_color: Option<u8>,
     /// Set by destroy once the pwq is empty; queueing onto it is refused.
     pub(crate) dead: bool,
-    /// Items started and completed (for reports; guarded by the pool lock).
+    /// Counters for reports (the kernel's `PWQ_STAT_*`; guarded by the pool lock).
     pub(crate) nr_started: u64,
     pub(crate) nr_completed: u64,
+    pub(crate) nr_cpu_intensive: u64,
+    pub(crate) nr_cm_wakeup: u64,
+    pub(crate) nr_mayday: u64,
+    pub(crate) nr_rescued: u64,
 }
 
 impl PwqLocked {
@@ -55,6 +59,10 @@ impl PwqLocked {
             dead: false,
             nr_started: 0,
             nr_completed: 0,
+            nr_cpu_intensive: 0,
+            nr_cm_wakeup: 0,
+            nr_mayday: 0,
+            nr_rescued: 0,
         }
     }
 

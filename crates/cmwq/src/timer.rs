@@ -228,6 +228,9 @@ struct Heap {
 
 pub(crate) struct TimerService {
     heap: Mutex<Heap>,
+    /// Held while firing: `TestClock::advance` waits for a firing already in progress on the
+    /// timer thread, so every due item is queued when it returns.
+    firing: Mutex<()>,
     cv: Condvar,
     nr_armed: AtomicUsize,
 }
@@ -240,6 +243,7 @@ pub(crate) fn service() -> &'static TimerService {
             seq: 0,
             thread_started: false,
         }),
+        firing: Mutex::new(()),
         cv: Condvar::new(),
         nr_armed: AtomicUsize::new(0),
     })
@@ -301,6 +305,7 @@ impl TimerService {
     /// Pops every due entry and fires it. Called by the timer thread and by
     /// `TestClock::advance`.
     pub(crate) fn fire_due(&self) {
+        let _firing = self.firing.lock();
         loop {
             let due = {
                 let mut h = self.heap.lock();
@@ -354,19 +359,22 @@ pub(crate) fn cancel_for_wq(wq_id: u64) {
 }
 
 /// A timer came due: if it is still the current arming, queue the item on its target.
+///
+/// The item is queued while its timer lock is held (lock order: timer slot → pool), so anyone
+/// who takes the timer lock afterwards (`DelayedWork::flush`, cancel) finds the item either
+/// armed or already queued, never in between.
 fn fire(entry: HeapEntry) {
     let timer = entry.item.timer();
-    let target = {
-        let mut s = timer.slot.lock();
-        if !s.armed || timer.gen.load(Ordering::Relaxed) != entry.gen {
-            return; // cancelled or re-armed: stale
-        }
-        s.armed = false;
-        service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-        s.target.take().expect("an armed timer has a target")
-    };
+    let mut s = timer.slot.lock();
+    if !s.armed || timer.gen.load(Ordering::Relaxed) != entry.gen {
+        return; // cancelled or re-armed: stale
+    }
+    s.armed = false;
+    service().nr_armed.fetch_sub(1, Ordering::Relaxed);
+    let target = s.target.take().expect("an armed timer has a target");
     // We own PENDING (set when armed). A refusal (destroyed queue) releases it.
     if let Err(err) = insert_owned(&target.wq, target.cpu, entry.item.work()) {
         tracing::warn!(target: "cmwq", "delayed work fired on a queue that refuses it: {err}");
     }
+    drop(s);
 }

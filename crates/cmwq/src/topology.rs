@@ -107,6 +107,44 @@ pub(crate) fn set_current_nice(nice: i32) -> std::io::Result<()> {
     }
 }
 
+/// CPU time used so far by thread `thread` (its POSIX CPU clock).
+///
+/// The caller must know the thread has not been joined (for workers: it holds the pool lock
+/// while the worker's slot exists, and the slot goes before the thread ends).
+pub(crate) fn thread_cpu_time(thread: libc::pthread_t) -> Option<std::time::Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `thread` names a live, unjoined thread (caller's guarantee above); `clock` is a
+    // valid out-pointer.
+    if unsafe { libc::pthread_getcpuclockid(thread, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock` was just obtained for a live thread; `ts` is a valid out-pointer.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(std::time::Duration::new(
+        ts.tv_sec as u64,
+        ts.tv_nsec as u32,
+    ))
+}
+
+/// The scheduler state letter of thread `tid` of this process (`R` running or runnable, `S`
+/// sleeping, `D` uninterruptible sleep, ...), from `/proc/self/task/<tid>/stat`.
+pub(crate) fn task_state(tid: i32) -> Option<u8> {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    let mut f = std::fs::File::open(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    let buf = &buf[..n];
+    // "tid (comm) S ...": the comm may contain ')' so look for the last one.
+    let close = buf.iter().rposition(|&b| b == b')')?;
+    buf.get(close + 2).copied()
+}
+
 /// Cuts `name` to Linux's 15-byte thread-name limit at a character boundary.
 pub(crate) fn thread_name(name: &str) -> String {
     let mut end = name.len().min(15);
@@ -132,9 +170,45 @@ mod tests {
     }
 
     #[test]
+    fn own_thread_is_running_and_has_cpu_time() {
+        assert_eq!(task_state(gettid()), Some(b'R'));
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let t0 = thread_cpu_time(me).expect("cpu clock");
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        std::hint::black_box(x);
+        assert!(thread_cpu_time(me).expect("cpu clock") > t0);
+    }
+
+    #[test]
     fn thread_names_fit_linux_limit() {
         assert_eq!(thread_name("kworker/R-a_very_long_name"), "kworker/R-a_ver");
         assert_eq!(thread_name("kworker/0:1H"), "kworker/0:1H");
         assert_eq!(thread_name("kworker/R-ééééé").len(), 14);
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeping_thread_reads_as_asleep() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        });
+        let tid = rx.recv().unwrap();
+        let mut states = Vec::new();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            states.push(task_state(tid).map(char::from));
+        }
+        h.join().unwrap();
+        assert!(states.iter().all(|s| *s == Some('S')), "{states:?}");
     }
 }

@@ -4,20 +4,17 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, MutexGuard, RwLock};
 
+use crate::manage::manage_workers;
 use crate::pool::{
-    flags, keep_working, kick_pool, may_start_working, need_more_worker, need_to_create_worker,
-    Entry, PoolLocked, WorkerPool, WorkerSlot,
+    flags, keep_working, kick_pool, may_create_worker, may_start_working, need_more_worker, Entry,
+    PoolLocked, WorkerPool,
 };
 use crate::topology;
 use crate::workqueue::{WqFlags, WqShared};
 use crate::Work;
-
-/// How long the manager waits after a failed thread creation (the kernel's `CREATE_COOLDOWN`).
-pub(crate) const CREATE_COOLDOWN: Duration = Duration::from_secs(1);
 
 // ===== thread-local context =====
 
@@ -143,91 +140,6 @@ fn report_panic(wq: &WqShared, work: &Work, payload: Box<dyn Any + Send>) {
     }
 }
 
-// ===== creation (the manager role) =====
-
-fn worker_name(pool: &WorkerPool, id: usize) -> String {
-    match pool.cpu {
-        Some(cpu) => format!("kworker/{cpu}:{id}{}", if pool.highpri { "H" } else { "" }),
-        None => format!("kworker/u{}:{id}", pool.id),
-    }
-}
-
-/// Creates one worker; it starts idle but woken, so it looks at the worklist once. Drops the
-/// pool lock while the thread is spawned. Returns false if the OS refused the thread.
-pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
-    if g.destroying {
-        return false;
-    }
-    let id = match g.workers.iter().position(Option::is_none) {
-        Some(i) => i,
-        None => {
-            g.workers.push(None);
-            g.workers.len() - 1
-        }
-    };
-    let name = worker_name(pool, id);
-    let cv = Arc::new(Condvar::new());
-    let base = if pool.is_unbound() { flags::UNBOUND } else { 0 };
-    g.workers[id] = Some(WorkerSlot {
-        flags: flags::PREP | base,
-        wake: true,
-        die: false,
-        idle: false,
-        sleeping: false,
-        scheduled: Default::default(),
-        current: None,
-        current_waiters: Vec::new(),
-        cv: cv.clone(),
-        name: name.clone(),
-        tid: 0,
-        join: None,
-        last_active: Instant::now(),
-    });
-    g.nr_workers += 1;
-    g.worker_enter_idle(id);
-
-    let spawned = MutexGuard::unlocked(g, || {
-        let pool = pool.clone();
-        let name2 = name.clone();
-        std::thread::Builder::new()
-            .name(topology::thread_name(&name))
-            .spawn(move || worker_thread(pool, id, cv, name2))
-    });
-    match spawned {
-        Ok(join) => {
-            if let Some(w) = g.workers[id].as_mut() {
-                w.join = Some(join);
-            }
-            true
-        }
-        Err(err) => {
-            tracing::warn!(target: "cmwq", pool = pool.id, %err, "failed to create worker thread");
-            if g.workers[id].as_ref().is_some_and(|w| w.idle) {
-                g.worker_leave_idle(id);
-            }
-            g.workers[id] = None;
-            g.nr_workers -= 1;
-            false
-        }
-    }
-}
-
-/// Takes the manager role if free and creates workers until the pool has an idle one (the
-/// kernel's `manage_workers` + `maybe_create_worker`). Returns whether it managed.
-fn manage_workers(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
-    if g.manager_active {
-        return false;
-    }
-    g.manager_active = true;
-    while need_to_create_worker(g.counters()) && !g.destroying {
-        if !create_worker(pool, g) {
-            MutexGuard::unlocked(g, || std::thread::sleep(CREATE_COOLDOWN));
-        }
-    }
-    g.manager_active = false;
-    true
-}
-
 // ===== the worker thread =====
 
 fn setup_thread(pool: &WorkerPool) {
@@ -250,29 +162,30 @@ fn setup_thread(pool: &WorkerPool) {
     }
 }
 
-fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, name: String) {
+/// Sets the calling thread's worker context (also used by rescuers while attached).
+pub(crate) fn set_worker_ctx(ctx: Option<WorkerCtx>) {
+    WORKER.with(|w| *w.borrow_mut() = ctx);
+}
+
+pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, name: String) {
     setup_thread(&pool);
-    WORKER.with(|w| {
-        *w.borrow_mut() = Some(WorkerCtx {
-            pool: pool.clone(),
-            id,
-            name,
-        })
-    });
+    set_worker_ctx(Some(WorkerCtx {
+        pool: pool.clone(),
+        id,
+        name,
+    }));
     let mut g = pool.locked.lock();
     if let Some(w) = g.workers[id].as_mut() {
         w.tid = topology::gettid();
+        // SAFETY: pthread_self has no preconditions.
+        w.pthread = Some(unsafe { libc::pthread_self() });
     }
     loop {
-        // Sleep until woken (or told to die).
+        // Sleep until woken (or told to die; `kill_worker` did the accounting).
         loop {
             let w = g.worker(id);
             if w.die {
-                if w.idle {
-                    g.worker_leave_idle(id);
-                }
                 g.workers[id] = None;
-                g.nr_workers -= 1;
                 return;
             }
             if w.wake {
@@ -285,6 +198,9 @@ fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, name: Strin
 
         if should_process(&pool, &mut g) {
             g.worker_clr_flags(id, flags::PREP);
+            if !pool.is_unbound() {
+                crate::monitor::note_busy();
+            }
             loop {
                 let Some(entry) = g.worklist.pop_front() else {
                     break;
@@ -311,7 +227,10 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
         if !need_more_worker(c) {
             return false;
         }
-        if !may_start_working(c) && manage_workers(pool, g) {
+        if !may_start_working(c)
+            && may_create_worker(g.nr_workers, g.cpu_saturated)
+            && manage_workers(pool, g)
+        {
             continue;
         }
         return true;
@@ -320,7 +239,7 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
 
 /// Puts `entry` on the list of the worker already running the same item, if any
 /// (non-reentrancy), else on `id`'s list. Returns whether `id` got it.
-fn assign_work(g: &mut PoolLocked, id: usize, entry: Entry) -> bool {
+pub(crate) fn assign_work(g: &mut PoolLocked, id: usize, entry: Entry) -> bool {
     let key = entry.work.key();
     if let Some(&other) = g.busy.get(&key) {
         if other != id {
@@ -360,7 +279,9 @@ fn process_one_work(
         pwq.wq.clone()
     };
     let cpu_intensive = wq.flags.contains(WqFlags::CPU_INTENSIVE);
-    g.worker(id).current = Some((key, slot));
+    let w = g.worker(id);
+    w.current = Some((key, slot));
+    w.epoch += 1;
     if cpu_intensive {
         g.worker_set_flags(id, flags::CPU_INTENSIVE);
     }
@@ -376,9 +297,8 @@ fn process_one_work(
 
     MutexGuard::unlocked(g, || run_work(work, wq));
 
-    if cpu_intensive {
-        g.worker_clr_flags(id, flags::CPU_INTENSIVE);
-    }
+    // Set by the queue's flag or by the monitor's CPU-hog detection; ends with the item.
+    g.worker_clr_flags(id, flags::CPU_INTENSIVE);
     g.busy.remove(&key);
     let w = g.worker(id);
     w.current = None;

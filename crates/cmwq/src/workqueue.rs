@@ -404,6 +404,13 @@ impl WqShared {
         self.pwqs.get().map_or(&[], Vec::as_slice)
     }
 
+    /// Calls this queue's rescuer to `pool` for pwq `slot`.
+    pub(crate) fn send_mayday(&self, pool: Arc<crate::pool::WorkerPool>, slot: u32) {
+        if let Some(r) = self.rescuer.lock().as_ref() {
+            r.mayday(pool, slot);
+        }
+    }
+
     fn is_unbound(&self) -> bool {
         self.flags.contains(WqFlags::UNBOUND)
     }

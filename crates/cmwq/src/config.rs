@@ -1,0 +1,103 @@
+//! Engine configuration: every timeout, threshold and cap, with the kernel's values as
+//! defaults. Set once, before first use; plus the fault-injection switch for tests.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::Error;
+
+/// Tunables of the engine. [`Config::default()`] gives the kernel's values.
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = cmwq::Config {
+///     idle_worker_timeout: Duration::from_secs(5),
+///     ..cmwq::Config::default()
+/// };
+/// // Must happen before the first workqueue is created or used:
+/// let _ = cmwq::configure(cfg);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+
+pub struct Config {
+    /// Idle workers beyond the floor are reaped after this long idle (kernel
+    /// `IDLE_WORKER_TIMEOUT`, 300 s).
+    pub idle_worker_timeout: Duration,
+    /// Wait after a failed worker-thread creation before retrying (kernel `CREATE_COOLDOWN`,
+    /// 1 s).
+    pub create_cooldown: Duration,
+    /// How long a pool may fail to create a worker before it calls the rescuers (kernel
+    /// `MAYDAY_INITIAL_TIMEOUT`, 10 ms).
+    pub mayday_initial_timeout: Duration,
+    /// How often the call is repeated while creation keeps failing (kernel `MAYDAY_INTERVAL`,
+    /// 100 ms).
+    pub mayday_interval: Duration,
+    /// Items running longer than this on CPU without sleeping are marked CPU-intensive and
+    /// leave concurrency management (kernel `cpu_intensive_thresh_us`, 10 ms). Zero disables.
+    pub cpu_intensive_thresh: Duration,
+    /// Items a rescuer runs for one pool workqueue before turning to others that called
+    /// (kernel `RESCUER_BATCH`, 16).
+    pub rescuer_batch: usize,
+    /// Whether the monitor detects workers that block without a [`blocking`](crate::blocking)
+    /// hint and lets their pools start more workers.
+    pub detect_blocking: bool,
+    /// Sampling period of the monitor while pools are busy (the shortest of its adaptive
+    /// interval; it samples 4x slower while a pool is steady, and parks when all are idle).
+    pub monitor_interval: Duration,
+    /// Least time between two worker creations in one pool once it has two workers (a
+    /// throttle the kernel does not have; like XNU's and .NET's, it stops a backlog of
+    /// sleeping items from creating a thread per item in a burst). Zero disables.
+    pub worker_create_interval: Duration,
+    /// Most workers one pool may have (a cap the kernel does not have; creation beyond it is
+    /// treated like a failed creation, which calls the rescuers).
+    pub max_workers_per_pool: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            idle_worker_timeout: Duration::from_secs(300),
+            create_cooldown: Duration::from_secs(1),
+            mayday_initial_timeout: Duration::from_millis(10),
+            mayday_interval: Duration::from_millis(100),
+            cpu_intensive_thresh: Duration::from_millis(10),
+            rescuer_batch: 16,
+            detect_blocking: true,
+            monitor_interval: Duration::from_millis(1),
+            worker_create_interval: Duration::from_micros(200),
+            max_workers_per_pool: 512,
+        }
+    }
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// Sets the configuration. Must be called before the engine is first used (before any
+/// workqueue is created or queued on); afterwards it returns `Err(Error::ConfigLocked)`.
+pub fn configure(config: Config) -> Result<(), Error> {
+    if config.rescuer_batch == 0 || config.max_workers_per_pool < 2 {
+        return Err(Error::InvalidAttrs {
+            reason: "rescuer_batch must be >= 1 and max_workers_per_pool >= 2".into(),
+        });
+    }
+    CONFIG.set(config).map_err(|_| Error::ConfigLocked)
+}
+
+/// The configuration in force (the defaults if `configure` was not called first).
+pub fn config() -> &'static Config {
+    CONFIG.get_or_init(Config::default)
+}
+
+static FAIL_CREATION: AtomicBool = AtomicBool::new(false);
+
+/// Fault injection for tests: while on, every worker-thread creation fails as if the OS had
+/// refused the thread. Workqueues with `MEM_RECLAIM` keep making progress through their
+/// rescuers; the others wait until creation works again.
+pub fn fail_worker_creation(on: bool) {
+    FAIL_CREATION.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn creation_fails() -> bool {
+    FAIL_CREATION.load(Ordering::Relaxed)
+}

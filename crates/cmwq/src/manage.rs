@@ -1,0 +1,203 @@
+//! Worker management: creating workers (the manager role), the first worker of a pool,
+//! retrying after failures, and reaping idle workers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, MutexGuard};
+
+use crate::config::{config, creation_fails};
+use crate::pool::{
+    flags, kick_pool, need_to_create_worker, too_many_workers, PoolLocked, Sleep, WorkerPool,
+    WorkerSlot,
+};
+use crate::topology;
+
+fn worker_name(pool: &WorkerPool, id: usize) -> String {
+    match pool.cpu {
+        Some(cpu) => format!("kworker/{cpu}:{id}{}", if pool.highpri { "H" } else { "" }),
+        None => format!("kworker/u{}:{id}", pool.id),
+    }
+}
+
+/// A free worker id (the lowest free slot; the number in the thread name).
+pub(crate) fn alloc_worker_id(g: &mut PoolLocked) -> usize {
+    match g.workers.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            g.workers.push(None);
+            g.workers.len() - 1
+        }
+    }
+}
+
+/// A fresh worker slot.
+pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>) -> WorkerSlot {
+    WorkerSlot {
+        flags,
+        wake: true,
+        die: false,
+        idle: false,
+        sleep: Sleep::Awake,
+        epoch: 0,
+        pthread: None,
+        rescuer: false,
+        scheduled: Default::default(),
+        current: None,
+        current_waiters: Vec::new(),
+        cv,
+        tid: 0,
+        join: None,
+        last_active: Instant::now(),
+    }
+}
+
+/// Creates one worker; it starts idle but woken, so it looks at the worklist once. Drops the
+/// pool lock while the thread is spawned. Returns false if no thread could be made (the OS
+/// refused, fault injection, or the pool is at its cap); the failure time is recorded for the
+/// mayday logic.
+pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
+    if g.destroying {
+        return false;
+    }
+    let now = Instant::now();
+    g.last_create_attempt = Some(now);
+    if creation_fails() || g.nr_workers >= config().max_workers_per_pool {
+        g.creation_failed_since.get_or_insert(now);
+        return false;
+    }
+    let id = alloc_worker_id(g);
+    let name = worker_name(pool, id);
+    let cv = Arc::new(Condvar::new());
+    let base = if pool.is_unbound() { flags::UNBOUND } else { 0 };
+    g.workers[id] = Some(new_slot(flags::PREP | base, cv.clone()));
+    g.nr_workers += 1;
+    g.worker_enter_idle(id);
+
+    let spawned = MutexGuard::unlocked(g, || {
+        let pool = pool.clone();
+        let name2 = name.clone();
+        std::thread::Builder::new()
+            .name(topology::thread_name(&name))
+            .spawn(move || crate::worker::worker_thread(pool, id, cv, name2))
+    });
+    match spawned {
+        Ok(join) => {
+            if let Some(w) = g.workers[id].as_mut() {
+                w.join = Some(join);
+            }
+            g.creation_failed_since = None;
+            true
+        }
+        Err(err) => {
+            tracing::warn!(target: "cmwq", pool = pool.id, %err, "failed to create worker thread");
+            if g.workers[id].as_ref().is_some_and(|w| w.idle) {
+                g.worker_leave_idle(id);
+            }
+            g.workers[id] = None;
+            g.nr_workers -= 1;
+            g.creation_failed_since.get_or_insert(Instant::now());
+            false
+        }
+    }
+}
+
+/// Takes the manager role if free and creates workers until the pool has an idle one (the
+/// kernel's `manage_workers` + `maybe_create_worker`), sleeping `create_cooldown` after each
+/// failure. Returns whether it managed.
+pub(crate) fn manage_workers(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
+    if g.manager_active {
+        return false;
+    }
+    g.manager_active = true;
+    while need_to_create_worker(g.counters()) && !g.destroying {
+        throttle(g);
+        if !need_to_create_worker(g.counters())
+            || !crate::pool::may_create_worker(g.nr_workers, g.cpu_saturated)
+        {
+            break;
+        }
+        if !create_worker(pool, g) {
+            let cooldown = config().create_cooldown;
+            MutexGuard::unlocked(g, || std::thread::sleep(cooldown));
+        }
+    }
+    g.manager_active = false;
+    true
+}
+
+/// Waits out `worker_create_interval` since the pool's last creation (pools with at least two
+/// workers only), with the pool lock dropped.
+fn throttle(g: &mut MutexGuard<'_, PoolLocked>) {
+    let interval = config().worker_create_interval;
+    if g.nr_workers < 2 || interval.is_zero() {
+        return;
+    }
+    if let Some(wait) = g
+        .last_create_attempt
+        .and_then(|t| interval.checked_sub(t.elapsed()))
+    {
+        MutexGuard::unlocked(g, || std::thread::sleep(wait));
+    }
+}
+
+/// Creates a pool's first worker (a queue found the pool without any). On failure the monitor
+/// retries after the cooldown.
+pub(crate) fn create_first_worker(pool: &Arc<WorkerPool>) {
+    let mut g = pool.locked.lock();
+    if g.nr_workers == 0 && !g.manager_active && !g.destroying {
+        g.manager_active = true;
+        create_worker(pool, &mut g);
+        g.manager_active = false;
+        let _ = kick_pool(&mut g);
+    }
+    crate::monitor::ensure_started();
+}
+
+/// Monitor duty: a pool that needs a worker, has no manager, and whose last attempt is older
+/// than the cooldown gets one more creation attempt (this is how pools without any worker
+/// recover once creation works again).
+pub(crate) fn retry_creation(pool: &Arc<WorkerPool>) {
+    let mut g = pool.locked.lock();
+    if g.manager_active || g.destroying || !need_to_create_worker(g.counters()) {
+        return;
+    }
+    if !crate::pool::may_create_worker(g.nr_workers, g.cpu_saturated) {
+        return;
+    }
+    let wait = if g.creation_failed_since.is_some() {
+        config().create_cooldown
+    } else {
+        config().worker_create_interval
+    };
+    if g.last_create_attempt.is_some_and(|t| t.elapsed() < wait) {
+        return;
+    }
+    g.manager_active = true;
+    create_worker(pool, &mut g);
+    g.manager_active = false;
+    let _ = kick_pool(&mut g);
+}
+
+/// Monitor duty: reaps the oldest idle workers while the pool has too many and they have been
+/// idle for `idle_worker_timeout` (the kernel's idle timer + `idle_cull_fn`).
+pub(crate) fn reap_idle_workers(pool: &Arc<WorkerPool>) {
+    let timeout = config().idle_worker_timeout;
+    let joins = {
+        let mut g = pool.locked.lock();
+        let mut joins = Vec::new();
+        while too_many_workers(g.counters()) {
+            let Some(&oldest) = g.idle.first() else { break };
+            if g.worker(oldest).last_active.elapsed() < timeout {
+                break;
+            }
+            if let Some(j) = g.kill_worker(oldest) {
+                joins.push(j);
+            }
+        }
+        joins
+    };
+    for j in joins {
+        let _ = j.join();
+    }
+}

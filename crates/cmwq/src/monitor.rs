@@ -1,0 +1,114 @@
+//! The monitor thread: samples busy per-CPU pools for concurrency management (blocked workers
+//! and CPU hogs), retries worker creation after failures, calls the rescuers (mayday), and
+//! reaps idle workers. It stands in for the kernel's scheduler tick, idle timers and mayday
+//! timers.
+//!
+//! Its interval adapts: `monitor_interval` (1 ms by default) while a pool is changing, four
+//! times that while pools are busy but steady, and while every pool is idle it parks until a
+//! worker of a per-CPU pool starts processing (or the next reaping period).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crate::concurrency::{sample_pool, PoolSample};
+use crate::config::config;
+use crate::{manage, pool, rescuer};
+
+static MONITOR: OnceLock<Thread> = OnceLock::new();
+/// Set while the monitor is parked for lack of busy pools.
+static PARKED: AtomicBool = AtomicBool::new(false);
+
+/// Starts the monitor thread if it is not running.
+pub(crate) fn ensure_started() {
+    MONITOR.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("cmwq-monitor".into())
+            .spawn(run)
+            .expect("cmwq: cannot start the monitor thread")
+            .thread()
+            .clone()
+    });
+}
+
+/// Called when a worker of a per-CPU pool starts processing (after it joined `nr_running`
+/// under the pool lock): wakes a parked monitor.
+#[inline]
+pub(crate) fn note_busy() {
+    // SeqCst, pairs with the monitor's SeqCst store of PARKED before its re-scan (Dekker):
+    // either the monitor's re-scan sees this worker busy, or this load sees PARKED set and
+    // unparks (an unpark before the park makes the park return at once).
+    if PARKED.load(Ordering::SeqCst) && PARKED.swap(false, Ordering::SeqCst) {
+        if let Some(t) = MONITOR.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Whether any per-CPU pool has work or a running worker (the monitor's re-scan).
+fn any_cm_pool_busy(pools: &[std::sync::Arc<pool::WorkerPool>]) -> bool {
+    pools.iter().filter(|p| !p.is_unbound()).any(|p| {
+        let g = p.locked.lock();
+        g.nr_running > 0 || !g.worklist.is_empty() || g.cm_target > 1
+    })
+}
+
+/// How often idle workers are looked at for reaping.
+pub(crate) fn reap_period() -> Duration {
+    (config().idle_worker_timeout / 4).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+fn run() {
+    // The monitor stands in for the scheduler tick: let it run promptly when CPUs are busy
+    // (kept at the default nice if the process may not raise priority).
+    let _ = crate::topology::set_current_nice(crate::pool::HIGHPRI_NICE);
+    let cfg = config();
+    let mut samples: HashMap<u32, PoolSample> = HashMap::new();
+    let mut last_reap = Instant::now();
+    let mut steady_rounds = 0u32;
+    loop {
+        let pools = pool::all_pools();
+        let mut busy = false;
+        let mut changed = false;
+        for p in &pools {
+            if !p.is_unbound() {
+                let s = samples.entry(p.id).or_default();
+                let before = p.locked.lock().cm_target;
+                busy |= sample_pool(p, s);
+                changed |= p.locked.lock().cm_target != before;
+            }
+            manage::retry_creation(p);
+            rescuer::check_mayday(p);
+        }
+        samples.retain(|id, _| pools.iter().any(|p| p.id == *id));
+        if last_reap.elapsed() >= reap_period() {
+            last_reap = Instant::now();
+            for p in &pools {
+                manage::reap_idle_workers(p);
+            }
+        }
+        let failing = pools
+            .iter()
+            .any(|p| p.locked.lock().creation_failed_since.is_some());
+        if busy || failing {
+            steady_rounds = if changed { 0 } else { steady_rounds + 1 };
+            let interval = if steady_rounds < 8 {
+                cfg.monitor_interval
+            } else {
+                cfg.monitor_interval * 4
+            };
+            std::thread::sleep(interval);
+        } else {
+            // Forget stale samples: the next busy period starts fresh.
+            samples.clear();
+            // SeqCst: pairs with the load in `note_busy` (see there).
+            PARKED.store(true, Ordering::SeqCst);
+            if !any_cm_pool_busy(&pools) {
+                std::thread::park_timeout(reap_period());
+            }
+            PARKED.store(false, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Semantic 11: a panicking work function is caught, reported with the workqueue's name, and
+//! leaves the pool (and anyone waiting on the item) healthy.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+
+use cmwq::{online_cpus, Work, Workqueue, WqFlags};
+use common::{unique, wait_until, with_deadline, Latch, DEADLINE};
+
+/// (workqueue name, message) of every reported panic.
+static REPORTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn install_hook() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        cmwq::set_panic_hook(|p: &cmwq::WorkPanic| {
+            REPORTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((p.workqueue.clone(), p.message.clone()));
+        });
+    });
+}
+
+fn reports_for(wq: &str) -> Vec<String> {
+    REPORTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(w, _)| w == wq)
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+fn wait_reports(wq: &str, n: usize) -> Vec<String> {
+    wait_until(DEADLINE, || reports_for(wq).len() >= n);
+    reports_for(wq)
+}
+
+#[test]
+fn panic_is_reported_with_the_workqueue_name() {
+    install_hook();
+    let name = unique("pn-report");
+    let wq = Workqueue::new(&name, WqFlags::empty(), 0).unwrap();
+    let item = Work::new(|_| panic!("boom-formatted-{}", 42));
+    assert!(wq.queue(&item));
+    let i = item.clone();
+    with_deadline("flush of a panicking item", move || i.flush());
+    let got = wait_reports(&name, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "expected one report for {name:?}, got {got:?}"
+    );
+    assert!(got[0].contains("boom-formatted-42"), "message {:?}", got[0]);
+
+    // A &'static str payload too.
+    let item2 = Work::new(|_| panic!("boom-static"));
+    assert!(wq.queue(&item2));
+    let i = item2.clone();
+    with_deadline("flush", move || i.flush());
+    let got = wait_reports(&name, 2);
+    assert!(got.iter().any(|m| m.contains("boom-static")), "{got:?}");
+}
+
+#[test]
+fn panic_report_names_unbound_and_ordered_workqueues() {
+    install_hook();
+    for wq in [
+        Workqueue::new(&unique("pn-unb"), WqFlags::UNBOUND, 0).unwrap(),
+        Workqueue::ordered(&unique("pn-ord"), WqFlags::empty()).unwrap(),
+    ] {
+        let item = Work::new(|_| panic!("boom-kind"));
+        assert!(wq.queue(&item));
+        let w = wq.clone();
+        with_deadline("wq flush", move || w.flush());
+        let got = wait_reports(wq.name(), 1);
+        assert_eq!(got.len(), 1, "{}: {got:?}", wq.name());
+        assert!(got[0].contains("boom-kind"));
+    }
+}
+
+/// After panics, the same workqueue and CPU still run items (repeatedly, so a leaked worker or
+/// concurrency slot per panic would show).
+#[test]
+fn pool_stays_healthy_after_panics() {
+    install_hook();
+    for flags in [WqFlags::empty(), WqFlags::UNBOUND] {
+        let name = unique("pn-health");
+        let wq = Workqueue::new(&name, flags, 1).unwrap();
+        for cpu in online_cpus() {
+            let runs = Arc::new(AtomicUsize::new(0));
+            let good = {
+                let runs = runs.clone();
+                Work::new(move |_| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                })
+            };
+            for round in 0..10 {
+                let bad = Work::new(|_| panic!("boom-health"));
+                assert!(wq.queue_on(cpu, &bad).unwrap());
+                assert!(wq.queue_on(cpu, &good).unwrap());
+                let g = good.clone();
+                with_deadline("flush of the good item after a panic", move || g.flush());
+                assert_eq!(runs.load(Ordering::SeqCst), round + 1);
+                assert!(!bad.is_pending());
+                assert!(!bad.busy().running);
+            }
+        }
+        let w = wq.clone();
+        with_deadline("wq flush", move || w.flush());
+        let n = online_cpus().len() * 10;
+        assert_eq!(wait_reports(&name, n).len(), n, "one report per panic");
+    }
+}
+
+struct BlockThenPanic {
+    item: Work,
+    gate: Arc<Latch>,
+    started: Arc<Latch>,
+}
+
+impl Drop for BlockThenPanic {
+    fn drop(&mut self) {
+        self.gate.open();
+    }
+}
+
+fn block_then_panic() -> BlockThenPanic {
+    let gate = Arc::new(Latch::new());
+    let started = Arc::new(Latch::new());
+    let item = {
+        let (gate, started) = (gate.clone(), started.clone());
+        Work::new(move |_| {
+            started.open();
+            gate.wait_blocking();
+            panic!("boom-after-wait");
+        })
+    };
+    BlockThenPanic {
+        item,
+        gate,
+        started,
+    }
+}
+
+#[test]
+fn flush_waiting_on_a_panicking_item_returns() {
+    install_hook();
+    let wq = Workqueue::new(&unique("pn-flush"), WqFlags::empty(), 0).unwrap();
+    let b = block_then_panic();
+    assert!(wq.queue(&b.item));
+    b.started.wait();
+    let (tx, rx) = mpsc::channel();
+    {
+        let item = b.item.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(item.flush());
+        });
+    }
+    let (wtx, wrx) = mpsc::channel();
+    {
+        let wq = wq.clone();
+        std::thread::spawn(move || {
+            wq.flush();
+            let _ = wtx.send(());
+        });
+    }
+    b.gate.open();
+    let r = rx.recv_timeout(DEADLINE);
+    let wr = wrx.recv_timeout(DEADLINE);
+    assert!(
+        r.is_ok(),
+        "Work::flush waiting on a panicking item did not return"
+    );
+    assert!(
+        wr.is_ok(),
+        "Workqueue::flush waiting on a panicking item did not return"
+    );
+    let bz = b.item.busy();
+    assert!(!bz.pending && !bz.running);
+    let got = wait_reports(wq.name(), 1);
+    assert!(got.iter().any(|m| m.contains("boom-after-wait")), "{got:?}");
+}
+
+#[test]
+fn cancel_sync_waiting_on_a_panicking_item_returns() {
+    install_hook();
+    let wq = Workqueue::new(&unique("pn-cancel"), WqFlags::UNBOUND, 0).unwrap();
+    let b = block_then_panic();
+    assert!(wq.queue(&b.item));
+    b.started.wait();
+    let (tx, rx) = mpsc::channel();
+    {
+        let item = b.item.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(item.cancel_sync());
+        });
+    }
+    b.gate.open();
+    let r = rx.recv_timeout(DEADLINE);
+    assert!(
+        r.is_ok(),
+        "cancel_sync waiting on a panicking item did not return"
+    );
+    let bz = b.item.busy();
+    assert!(!bz.pending && !bz.running);
+    // The item is still usable (cancel_sync did not leave it disabled).
+    let w = wq.clone();
+    with_deadline("drain", move || w.drain());
+    assert!(wq.queue(&b.item));
+    let w = wq.clone();
+    with_deadline("wq flush", move || w.flush());
+}
+
+#[test]
+fn panicking_item_can_requeue_and_run_again() {
+    install_hook();
+    let wq = Workqueue::new(&unique("pn-again"), WqFlags::empty(), 0).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let item = {
+        let runs = runs.clone();
+        Work::new(move |_| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            panic!("boom-again");
+        })
+    };
+    for n in 1..=5 {
+        assert!(wq.queue(&item));
+        let i = item.clone();
+        with_deadline("flush", move || i.flush());
+        assert_eq!(runs.load(Ordering::SeqCst), n);
+    }
+    assert_eq!(wait_reports(wq.name(), 5).len(), 5);
+}
