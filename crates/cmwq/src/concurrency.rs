@@ -160,8 +160,9 @@ pub(crate) fn next_target(o: Observation) -> usize {
 pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let cfg = config();
     let now = Instant::now();
-    // Every worker with an item: (id, epoch, tid, cpu time, counted in nr_running).
-    let mut busy_workers: Vec<(usize, u64, i32, Duration, bool)> = Vec::new();
+    // Every worker with an item: (id, epoch, tid, cpu time, counted in nr_running,
+    // CPU-intensive).
+    let mut busy_workers: Vec<(usize, u64, i32, Duration, bool, bool)> = Vec::new();
     let (waiting, nr_running, target) = {
         let g = pool.locked.lock();
         for (id, w) in g.workers.iter().enumerate() {
@@ -170,9 +171,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                 continue;
             }
             let counted = w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake;
+            let intensive = w.flags & flags::CPU_INTENSIVE != 0;
             // The thread is alive while its slot exists and we hold the pool lock.
             if let Some(cpu) = w.pthread.and_then(topology::thread_cpu_time) {
-                busy_workers.push((id, w.epoch, w.tid, cpu, counted));
+                busy_workers.push((id, w.epoch, w.tid, cpu, counted, intensive));
             }
         }
         (!g.worklist.is_empty(), g.nr_running, g.cm_target)
@@ -181,11 +183,14 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     s.at = Some(now);
 
     let mut used = Duration::ZERO;
+    // The same without CPU-intensive workers, which are outside concurrency management: their
+    // CPU use must not stop the pool from starting managed items (the saturation gate).
+    let mut used_managed = Duration::ZERO;
     // Counted workers that may be asleep: stalled since the last sample, or new since then.
     let mut maybe_asleep = Vec::new();
     let mut hogs = Vec::new();
     let mut seen = HashMap::with_capacity(busy_workers.len());
-    for &(id, epoch, tid, cpu, counted) in &busy_workers {
+    for &(id, epoch, tid, cpu, counted, intensive) in &busy_workers {
         let prev = s.workers.get(&id).copied();
         let same_epoch = prev.filter(|p| p.epoch == epoch);
         let base = same_epoch.map_or(cpu, |p| p.base);
@@ -194,6 +199,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                 // CPU used by this thread since the last sample, whatever it ran meanwhile.
                 let delta = cpu.saturating_sub(p.cpu);
                 used += delta;
+                if !intensive {
+                    used_managed += delta;
+                }
                 if counted && (same_epoch.is_none() || delta < el / 4) {
                     maybe_asleep.push(tid);
                 }
@@ -216,7 +224,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         return busy;
     };
     let used_permille = (used.as_nanos() * 1000 / el.as_nanos()) as u64;
-    let saturated = used_permille >= SATURATED_PERMILLE;
+    let saturated = (used_managed.as_nanos() * 1000 / el.as_nanos()) as u64 >= SATURATED_PERMILLE;
     let new_target = if cfg.detect_blocking {
         next_target(Observation {
             waiting,

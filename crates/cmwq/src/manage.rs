@@ -112,9 +112,7 @@ pub(crate) fn manage_workers(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, Pool
     g.manager_active = true;
     while need_to_create_worker(g.counters()) && !g.destroying {
         throttle(g);
-        if !need_to_create_worker(g.counters())
-            || !crate::pool::may_create_worker(g.nr_workers, g.cpu_saturated)
-        {
+        if !need_to_create_worker(g.counters()) || !g.may_create_worker() {
             break;
         }
         if !create_worker(pool, g) {
@@ -162,7 +160,7 @@ pub(crate) fn retry_creation(pool: &Arc<WorkerPool>) {
     if g.manager_active || g.destroying || !need_to_create_worker(g.counters()) {
         return;
     }
-    if !crate::pool::may_create_worker(g.nr_workers, g.cpu_saturated) {
+    if !g.may_create_worker() {
         return;
     }
     let wait = if g.creation_failed_since.is_some() {

@@ -169,9 +169,14 @@ pub(crate) fn need_to_create_worker(c: Counters) -> bool {
     need_more_worker(c) && !may_start_working(c)
 }
 
-/// Making a new worker could help: the pool has fewer than two, or its CPU is not saturated.
-pub(crate) fn may_create_worker(nr_workers: usize, cpu_saturated: bool) -> bool {
-    nr_workers < 2 || !cpu_saturated
+/// Making a new worker could help: the pool has fewer than two besides its CPU-intensive
+/// ones (which are outside concurrency management), or its CPU is not saturated.
+pub(crate) fn may_create_worker(
+    nr_workers: usize,
+    nr_cpu_intensive: usize,
+    cpu_saturated: bool,
+) -> bool {
+    nr_workers < 2 + nr_cpu_intensive || !cpu_saturated
 }
 
 /// Idle workers beyond two, at a ratio of one per four busy (`MAX_IDLE_WORKERS_RATIO`).
@@ -191,6 +196,17 @@ impl PoolLocked {
             manager_active: self.manager_active,
             target: self.cm_target,
         }
+    }
+
+    /// The saturation gate for making a new worker (see `may_create_worker`).
+    pub(crate) fn may_create_worker(&self) -> bool {
+        let intensive = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| w.flags & flags::CPU_INTENSIVE != 0)
+            .count();
+        may_create_worker(self.nr_workers, intensive, self.cpu_saturated)
     }
 
     pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
@@ -524,6 +540,16 @@ mod tests {
         assert!(need_to_create_worker(c(1, 0, 1, 0)));
         assert!(!need_to_create_worker(c(1, 0, 2, 1)));
         assert!(!need_to_create_worker(c(1, 1, 1, 0)));
+    }
+
+    #[test]
+    fn the_saturation_gate_spares_two_workers_and_cpu_intensive_ones() {
+        assert!(may_create_worker(1, 0, true));
+        assert!(!may_create_worker(2, 0, true));
+        assert!(may_create_worker(2, 0, false));
+        // A CPU-intensive worker does not count against the managed ones.
+        assert!(may_create_worker(2, 1, true));
+        assert!(!may_create_worker(3, 1, true));
     }
 
     #[test]

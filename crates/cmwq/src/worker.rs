@@ -9,8 +9,8 @@ use parking_lot::{Condvar, MutexGuard, RwLock};
 
 use crate::manage::manage_workers;
 use crate::pool::{
-    flags, keep_working, kick_pool, may_create_worker, may_start_working, need_more_worker, Entry,
-    PoolLocked, WorkerPool,
+    flags, keep_working, kick_pool, may_start_working, need_more_worker, Entry, PoolLocked,
+    WorkerPool,
 };
 use crate::topology;
 use crate::workqueue::{WqFlags, WqShared};
@@ -227,10 +227,7 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
         if !need_more_worker(c) {
             return false;
         }
-        if !may_start_working(c)
-            && may_create_worker(g.nr_workers, g.cpu_saturated)
-            && manage_workers(pool, g)
-        {
+        if !may_start_working(c) && g.may_create_worker() && manage_workers(pool, g) {
             continue;
         }
         return true;
