@@ -152,6 +152,22 @@ impl WorkData {
         self.0.fetch_or(PENDING, Ordering::AcqRel) & PENDING == 0
     }
 
+    /// The first step of queueing: takes `PENDING` unless the item is already pending or is
+    /// disabled (then `PENDING` is given straight back). `true` if the caller now owns it.
+    #[inline]
+    pub(crate) fn try_claim(&self) -> bool {
+        if !self.try_set_pending() {
+            return false;
+        }
+        if let State::OffQueue { disable, .. } = self.state() {
+            if disable > 0 {
+                self.release_pending();
+                return false;
+            }
+        }
+        true
+    }
+
     /// The owner gives `PENDING` up without changing anything else (queueing refused).
     pub(crate) fn release_pending(&self) {
         // AcqRel: pairs with the next owner's `try_set_pending`.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cancel::{grab_pending, Grabbed};
-use crate::data::{self, State};
+use crate::data;
 use crate::timer::{self, Target, TimerField};
 use crate::workqueue::{insert_owned, state, WqShared};
 use crate::{topology, Error, Work, WorkField, WorkItem, Workqueue};
@@ -226,15 +226,8 @@ fn queue_delayed(
     dw: &DelayedWork,
     delay: Duration,
 ) -> Result<bool, Error> {
-    let d = dw.work.data();
-    if !d.try_set_pending() {
+    if !dw.work.data().try_claim() {
         return Ok(false);
-    }
-    if let State::OffQueue { disable, .. } = d.state() {
-        if disable > 0 {
-            d.release_pending();
-            return Ok(false);
-        }
     }
     queue_delayed_owned(wq, cpu, dw, delay).map(|()| true)
 }
@@ -261,13 +254,6 @@ fn logged(r: Result<bool, Error>) -> bool {
     })
 }
 
-fn check_cpu(cpu: usize) -> Result<(), Error> {
-    match topology::cpus().index_of(cpu) {
-        Some(_) => Ok(()),
-        None => Err(Error::InvalidCpu { cpu }),
-    }
-}
-
 impl Workqueue {
     /// Queues `dw` after `delay` on the CPU that is current when the timer fires (bound
     /// queues) or the queue's pool. `false` if it was already pending (its timer is left
@@ -283,7 +269,7 @@ impl Workqueue {
         dw: &DelayedWork,
         delay: Duration,
     ) -> Result<bool, Error> {
-        check_cpu(cpu)?;
+        topology::check_cpu(cpu)?;
         Ok(logged(queue_delayed(self.shared(), Some(cpu), dw, delay)))
     }
 
@@ -301,7 +287,7 @@ impl Workqueue {
         dw: &DelayedWork,
         delay: Duration,
     ) -> Result<bool, Error> {
-        check_cpu(cpu)?;
+        topology::check_cpu(cpu)?;
         Ok(logged(mod_delayed(self.shared(), Some(cpu), dw, delay)))
     }
 }

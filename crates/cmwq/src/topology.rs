@@ -58,6 +58,14 @@ fn affinity_of_current_thread() -> Vec<usize> {
         .collect()
 }
 
+/// `Err(Error::InvalidCpu)` unless `cpu` is one of [`online_cpus()`].
+pub(crate) fn check_cpu(cpu: usize) -> Result<(), crate::Error> {
+    match cpus().index_of(cpu) {
+        Some(_) => Ok(()),
+        None => Err(crate::Error::InvalidCpu { cpu }),
+    }
+}
+
 /// The CPU the calling thread is running on (a hint: it may move right after).
 #[inline]
 pub(crate) fn current_cpu() -> usize {

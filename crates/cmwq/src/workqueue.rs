@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use bitflags::bitflags;
 use parking_lot::Mutex;
 
-use crate::data::{self, State};
+use crate::data;
 use crate::flush::{FlushLocked, FlushState};
 use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
 use crate::pwq::{PoolWorkqueue, PwqLocked};
@@ -230,9 +230,7 @@ impl Workqueue {
     /// `Err(Error::InvalidCpu)` if `cpu` is not in [`online_cpus()`](crate::online_cpus);
     /// nothing is queued then.
     pub fn queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
-        if topology::cpus().index_of(cpu).is_none() {
-            return Err(Error::InvalidCpu { cpu });
-        }
+        topology::check_cpu(cpu)?;
         Ok(self.queue_logged(Some(cpu), work))
     }
 
@@ -448,15 +446,8 @@ impl WqShared {
 /// `queue_work_on`: take `PENDING`, then put the item on a pwq.
 #[inline]
 pub(crate) fn queue_work(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Result<bool, Error> {
-    let d = work.data();
-    if !d.try_set_pending() {
+    if !work.data().try_claim() {
         return Ok(false);
-    }
-    if let State::OffQueue { disable, .. } = d.state() {
-        if disable > 0 {
-            d.release_pending();
-            return Ok(false);
-        }
     }
     insert_owned(wq, cpu, work).map(|()| true)
 }
