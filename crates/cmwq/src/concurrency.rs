@@ -109,6 +109,8 @@ struct WorkerSample {
 pub(crate) struct PoolSample {
     at: Option<Instant>,
     workers: HashMap<usize, WorkerSample>,
+    /// Moving average of the managed workers' CPU use, in thousandths of one CPU.
+    util_ewma: u64,
 }
 
 /// The control law's decision for one sample, pure over what was measured (unit-tested).
@@ -224,7 +226,17 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         return busy;
     };
     let used_permille = (used.as_nanos() * 1000 / el.as_nanos()) as u64;
-    let saturated = (used_managed.as_nanos() * 1000 / el.as_nanos()) as u64 >= SATURATED_PERMILLE;
+    // The saturation gate follows a moving average (weight 1/4 per sample, a few samples'
+    // memory): one sample in which every worker happened to sleep must not open it.
+    let managed_permille = (used_managed.as_nanos() * 1000 / el.as_nanos()) as u64;
+    s.util_ewma = (3 * s.util_ewma + managed_permille) / 4;
+    let cpus = pool.attrs.cpumask.len().max(1) as u64;
+    let saturated = s.util_ewma >= SATURATED_PERMILLE * cpus;
+    if pool.is_unbound() {
+        // No concurrency management on unbound pools: only the saturation gate.
+        pool.locked.lock().cpu_saturated = saturated;
+        return busy;
+    }
     let new_target = if cfg.detect_blocking {
         next_target(Observation {
             waiting,
@@ -278,10 +290,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
 /// Most `/proc/self/task/<tid>/stat` reads per pool and sample.
 const PROC_READS: usize = 16;
 
-/// CPU use (thousandths of the pool's CPU) from which a per-CPU pool counts as saturated: its
-/// manager then makes no new spare workers (existing idle ones are still woken), since a new
-/// thread could not run anyway.
-pub(crate) const SATURATED_PERMILLE: u64 = 900;
+/// CPU use (thousandths of one CPU, per CPU of the pool) from which a pool counts as
+/// saturated: its manager then makes no new spare workers (existing idle ones are still
+/// woken), since a new thread could not run anyway.
+pub(crate) const SATURATED_PERMILLE: u64 = 850;
 
 #[cfg(test)]
 mod tests {

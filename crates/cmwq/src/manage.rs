@@ -142,14 +142,30 @@ fn throttle(g: &mut MutexGuard<'_, PoolLocked>) {
 /// Creates a pool's first worker (a queue found the pool without any). On failure the monitor
 /// retries after the cooldown.
 pub(crate) fn create_first_worker(pool: &Arc<WorkerPool>) {
-    let mut g = pool.locked.lock();
-    if g.nr_workers == 0 && !g.manager_active && !g.destroying {
-        g.manager_active = true;
-        create_worker(pool, &mut g);
-        g.manager_active = false;
-        let _ = kick_pool(&mut g);
-    }
     crate::monitor::ensure_started();
+    let mut g = pool.locked.lock();
+    if g.nr_workers > 0 || g.manager_active || g.destroying {
+        return;
+    }
+    g.manager_active = true;
+    // The first worker and, once it is busy, its spare (a worker that found this manager
+    // active went on without making one). Re-checked after every creation, like the
+    // manager's loop; beyond two workers the workers' own manager role takes over.
+    loop {
+        if !create_worker(pool, &mut g) {
+            break;
+        }
+        if g.nr_workers >= 2 || !need_to_create_worker(g.counters()) {
+            break;
+        }
+    }
+    g.manager_active = false;
+    let _ = kick_pool(&mut g);
+    if need_to_create_worker(g.counters()) {
+        // Still short (creation failed, or both are busy already): the monitor retries.
+        drop(g);
+        crate::monitor::note_busy();
+    }
 }
 
 /// Monitor duty: a pool that needs a worker, has no manager, and whose last attempt is older

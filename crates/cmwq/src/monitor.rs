@@ -33,8 +33,8 @@ pub(crate) fn ensure_started() {
     });
 }
 
-/// Called when a worker of a per-CPU pool starts processing (after it joined `nr_running`
-/// under the pool lock): wakes a parked monitor.
+/// Called when a worker starts processing (after it left the idle list under the pool lock),
+/// or when a pool is left short of workers: wakes a parked monitor.
 #[inline]
 pub(crate) fn note_busy() {
     // SeqCst, pairs with the monitor's SeqCst store of PARKED before its re-scan (Dekker):
@@ -47,11 +47,14 @@ pub(crate) fn note_busy() {
     }
 }
 
-/// Whether any per-CPU pool has work or a running worker (the monitor's re-scan).
-fn any_cm_pool_busy(pools: &[std::sync::Arc<pool::WorkerPool>]) -> bool {
-    pools.iter().filter(|p| !p.is_unbound()).any(|p| {
+/// Whether any pool has work, a running worker, or a busy one (the monitor's re-scan).
+fn any_pool_busy(pools: &[std::sync::Arc<pool::WorkerPool>]) -> bool {
+    pools.iter().any(|p| {
         let g = p.locked.lock();
-        g.nr_running > 0 || !g.worklist.is_empty() || g.cm_target > 1
+        g.nr_running > 0
+            || !g.worklist.is_empty()
+            || g.cm_target > 1
+            || g.workers.iter().flatten().any(|w| w.current.is_some())
     })
 }
 
@@ -73,12 +76,10 @@ fn run() {
         let mut busy = false;
         let mut changed = false;
         for p in &pools {
-            if !p.is_unbound() {
-                let s = samples.entry(p.id).or_default();
-                let before = p.locked.lock().cm_target;
-                busy |= sample_pool(p, s);
-                changed |= p.locked.lock().cm_target != before;
-            }
+            let s = samples.entry(p.id).or_default();
+            let before = p.locked.lock().cm_target;
+            busy |= sample_pool(p, s);
+            changed |= p.locked.lock().cm_target != before;
             manage::retry_creation(p);
             rescuer::check_mayday(p);
         }
@@ -105,7 +106,7 @@ fn run() {
             samples.clear();
             // SeqCst: pairs with the load in `note_busy` (see there).
             PARKED.store(true, Ordering::SeqCst);
-            if !any_cm_pool_busy(&pools) {
+            if !any_pool_busy(&pools) {
                 std::thread::park_timeout(reap_period());
             }
             PARKED.store(false, Ordering::SeqCst);

@@ -198,9 +198,7 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
 
         if should_process(&pool, &mut g) {
             g.worker_clr_flags(id, flags::PREP);
-            if !pool.is_unbound() {
-                crate::monitor::note_busy();
-            }
+            crate::monitor::note_busy();
             loop {
                 let Some(entry) = g.worklist.pop_front() else {
                     break;
@@ -227,8 +225,13 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
         if !need_more_worker(c) {
             return false;
         }
-        if !may_start_working(c) && g.may_create_worker() && manage_workers(pool, g) {
-            continue;
+        if !may_start_working(c) {
+            if g.may_create_worker() && manage_workers(pool, g) {
+                continue;
+            }
+            // Going on without a spare (another thread manages, or the CPU is saturated):
+            // make sure the monitor watches this pool.
+            crate::monitor::note_busy();
         }
         return true;
     }
