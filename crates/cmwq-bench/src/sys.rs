@@ -1,0 +1,264 @@
+//! Operating-system probes: thread counts, context switches, CPU spin, machine facts.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Number of OS threads of this process, from `/proc/self/status` (`Threads:`).
+pub fn process_threads() -> usize {
+    let mut buf = Vec::with_capacity(2048);
+    read_threads(&mut buf).unwrap_or(0)
+}
+
+fn read_threads(buf: &mut Vec<u8>) -> Option<usize> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open("/proc/self/status")
+        .ok()?
+        .read_to_end(buf)
+        .ok()?;
+    let text = std::str::from_utf8(buf).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Threads:"))?;
+    line["Threads:".len()..].trim().parse().ok()
+}
+
+/// Number of threads of this process whose name (`comm`) starts with `prefix`.
+pub fn threads_named(prefix: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .map(|c| c.starts_with(prefix))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Context switches and CPU time of a `getrusage` target.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub voluntary: i64,
+    pub involuntary: i64,
+    pub cpu: Duration,
+}
+
+impl Usage {
+    pub fn minus(self, earlier: Usage) -> Usage {
+        Usage {
+            voluntary: self.voluntary - earlier.voluntary,
+            involuntary: self.involuntary - earlier.involuntary,
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+        }
+    }
+}
+
+fn rusage(who: libc::c_int) -> Usage {
+    // SAFETY: `rusage` is plain old data, so the all-zero value is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` and `who` is RUSAGE_SELF or RUSAGE_THREAD.
+    let rc = unsafe { libc::getrusage(who, &mut ru) };
+    if rc != 0 {
+        return Usage::default();
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Usage {
+        voluntary: ru.ru_nvcsw as i64,
+        involuntary: ru.ru_nivcsw as i64,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+    }
+}
+
+/// Whole-process usage (all threads, live and exited).
+pub fn process_usage() -> Usage {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// Usage of the calling thread only.
+pub fn thread_usage() -> Usage {
+    rusage(libc::RUSAGE_THREAD)
+}
+
+/// Sets the calling thread's timer slack to 1 ns so short sleeps wake on time.
+pub fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Samples the process thread count every millisecond on its own thread.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<SamplerOut>,
+}
+
+/// What a [`Sampler`] saw.
+pub struct SamplerOut {
+    /// `(when, process threads)` pairs.
+    pub trace: Vec<(Instant, usize)>,
+    /// The sampler thread's own context switches, to subtract from process totals.
+    pub own: Usage,
+}
+
+impl Sampler {
+    pub fn start() -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("bench-sampler".into())
+            .spawn(move || {
+                tight_timer_slack();
+                let before = thread_usage();
+                let mut buf = Vec::with_capacity(4096);
+                let mut trace = Vec::with_capacity(16_384);
+                while !flag.load(Ordering::Relaxed) {
+                    if let Some(n) = read_threads(&mut buf) {
+                        trace.push((Instant::now(), n));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                SamplerOut {
+                    trace,
+                    own: thread_usage().minus(before),
+                }
+            })
+            .expect("spawn sampler thread");
+        Sampler { stop, handle }
+    }
+
+    pub fn stop(self) -> SamplerOut {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("sampler thread panicked")
+    }
+}
+
+/// A calibrated CPU spin loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Spin {
+    /// Loop iterations per microsecond.
+    pub iters_per_us: f64,
+}
+
+#[inline(never)]
+fn spin_iters(n: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    for i in 0..n {
+        x = (x.rotate_left(5) ^ i).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    }
+    black_box(x)
+}
+
+impl Spin {
+    /// Times a fixed loop several times and keeps the fastest run (the least disturbed one).
+    pub fn calibrate() -> Spin {
+        let n = 2_000_000_u64;
+        spin_iters(n / 4);
+        let best = (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                spin_iters(black_box(n));
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or(Duration::from_millis(1));
+        Spin {
+            iters_per_us: n as f64 / (best.as_nanos() as f64 / 1000.0),
+        }
+    }
+
+    pub fn iters_for(&self, d: Duration) -> u64 {
+        (d.as_nanos() as f64 / 1000.0 * self.iters_per_us).round() as u64
+    }
+
+    #[inline]
+    pub fn run(iters: u64) {
+        spin_iters(iters);
+    }
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Busy CPU time of the whole machine, all processes (`/proc/stat`, first line).
+pub fn machine_busy() -> Duration {
+    let ticks: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_string();
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+            Some(
+                f.iter()
+                    .take(8)
+                    .enumerate()
+                    .filter(|(i, _)| *i != 3 && *i != 4)
+                    .map(|(_, v)| v)
+                    .sum(),
+            )
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// CPU time of this process plus its waited-for children.
+pub fn own_and_children_cpu() -> Duration {
+    process_usage().cpu + rusage(libc::RUSAGE_CHILDREN).cpu
+}
+
+/// Current UTC time as `YYYY-MM-DD HH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

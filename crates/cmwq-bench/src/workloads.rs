@@ -1,0 +1,568 @@
+//! The six workloads. Each function runs one repetition on an existing pool.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Barrier, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cmwq::Work;
+use serde::Serialize;
+
+use crate::pools::{Kind, Pool};
+use crate::sys::{self, Sampler, Spin, Usage};
+
+/// Workload sizes. Printed and stored with the results.
+#[derive(Clone, Debug, Serialize)]
+pub struct Params {
+    pub w1_items: usize,
+    pub w2_items_per_producer: usize,
+    pub w3_items: usize,
+    pub w3_sleep_us: u64,
+    pub w3_spin_us: u64,
+    pub w4_items: usize,
+    pub w4_spin_us: u64,
+    pub w5_duration_ms: u64,
+    pub w5_period_us: u64,
+    pub w5_bg_spin_us: u64,
+    pub w5_bg_load: f64,
+    pub w6_items: usize,
+    pub w6_sleep_us: u64,
+    pub w6_idle_ms: u64,
+}
+
+impl Params {
+    pub fn full() -> Params {
+        Params {
+            w1_items: 1_000_000,
+            w2_items_per_producer: 500_000,
+            w3_items: 2_000,
+            w3_sleep_us: 5_000,
+            w3_spin_us: 200,
+            w4_items: 20_000,
+            w4_spin_us: 100,
+            w5_duration_ms: 2_000,
+            w5_period_us: 50,
+            w5_bg_spin_us: 500,
+            w5_bg_load: 0.5,
+            w6_items: 500,
+            w6_sleep_us: 20_000,
+            w6_idle_ms: 5_000,
+        }
+    }
+
+    pub fn quick() -> Params {
+        Params {
+            w1_items: 100_000,
+            w2_items_per_producer: 50_000,
+            w3_items: 400,
+            w4_items: 4_000,
+            w5_duration_ms: 500,
+            w6_items: 100,
+            w6_idle_ms: 1_000,
+            ..Params::full()
+        }
+    }
+}
+
+/// Counts completions and wakes the waiting thread when the target is reached.
+/// Leaked on purpose: work items hold `&'static` references, so no refcount is touched per item.
+pub struct Tracker {
+    count: AtomicUsize,
+    target: AtomicUsize,
+    abort: AtomicBool,
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Tracker {
+    pub fn leak() -> &'static Tracker {
+        Box::leak(Box::new(Tracker {
+            count: AtomicUsize::new(0),
+            target: AtomicUsize::new(usize::MAX),
+            abort: AtomicBool::new(false),
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        }))
+    }
+
+    pub fn reset(&self, target: usize) {
+        *self.done.lock().unwrap() = false;
+        self.abort.store(false, Ordering::SeqCst);
+        self.count.store(0, Ordering::SeqCst);
+        self.target.store(usize::MAX, Ordering::SeqCst);
+        self.set_target(target);
+    }
+
+    /// Sets the number of completions to wait for (may be called after items started).
+    pub fn set_target(&self, target: usize) {
+        self.target.store(target, Ordering::SeqCst);
+        if self.count.load(Ordering::SeqCst) >= target {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        *self.done.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    #[inline]
+    pub fn hit(&self) {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.target.load(Ordering::SeqCst) {
+            self.finish();
+        }
+    }
+
+    #[inline]
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the target is reached; `false` at the deadline.
+    pub fn wait(&self, deadline: Instant) -> bool {
+        let mut done = self.done.lock().unwrap();
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            done = self.cv.wait_timeout(done, deadline - now).unwrap().0;
+        }
+        true
+    }
+
+    /// After a missed deadline: tell the remaining items to do nothing and wait for them to drain.
+    /// Returns whether they drained (so the pool can be shut down normally).
+    pub fn abort_and_drain(&self) -> bool {
+        self.abort.store(true, Ordering::SeqCst);
+        self.wait(Instant::now() + Duration::from_secs(30))
+    }
+}
+
+/// One repetition's outcome.
+#[derive(Default)]
+pub struct RepOut {
+    pub metrics: Vec<(&'static str, f64)>,
+    /// `(ms since start, live pool threads)`.
+    pub trace: Option<Vec<(f64, f64)>>,
+    pub timed_out: bool,
+    /// False when work may still be stuck in the pool.
+    pub clean: bool,
+    pub error: Option<String>,
+}
+
+impl RepOut {
+    fn timeout(clean: bool) -> RepOut {
+        RepOut {
+            timed_out: true,
+            clean,
+            ..RepOut::default()
+        }
+    }
+}
+
+/// Thread and context-switch observation around one repetition.
+struct Probe {
+    sampler: Sampler,
+    other: usize,
+    usage0: Usage,
+}
+
+struct ProbeOut {
+    peak: f64,
+    trace: Vec<(f64, f64)>,
+    cs: Usage,
+    other: usize,
+}
+
+impl Probe {
+    fn start(kind: Kind) -> Probe {
+        let sampler = Sampler::start();
+        let own = sys::threads_named(kind.thread_prefix());
+        let other = sys::process_threads().saturating_sub(own);
+        Probe {
+            sampler,
+            other,
+            usage0: sys::process_usage(),
+        }
+    }
+
+    /// Threads of the pool right now.
+    fn pool_threads(&self) -> f64 {
+        sys::process_threads().saturating_sub(self.other) as f64
+    }
+
+    fn stop(self, t0: Instant) -> ProbeOut {
+        let out = self.sampler.stop();
+        let usage = sys::process_usage().minus(self.usage0);
+        let cs = Usage {
+            voluntary: usage.voluntary - out.own.voluntary,
+            involuntary: usage.involuntary - out.own.involuntary,
+            cpu: usage.cpu.saturating_sub(out.own.cpu),
+        };
+        let trace: Vec<(f64, f64)> = out
+            .trace
+            .iter()
+            .map(|&(t, n)| {
+                let ms = if t >= t0 {
+                    (t - t0).as_secs_f64() * 1e3
+                } else {
+                    -((t0 - t).as_secs_f64() * 1e3)
+                };
+                (ms, n.saturating_sub(self.other) as f64)
+            })
+            .collect();
+        let peak = trace.iter().map(|p| p.1).fold(0.0, f64::max);
+        ProbeOut {
+            peak,
+            trace,
+            cs,
+            other: self.other,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// W1/W2: `producers` threads each queue `per_producer` empty items; time until all ran.
+/// With `works`, producer `i` re-queues the existing items `works[i]` (cmwq only).
+pub fn throughput(
+    pool: &Pool,
+    per_producer: usize,
+    producers: usize,
+    works: Option<(&[Vec<Work>], &'static Tracker)>,
+    deadline: Instant,
+) -> RepOut {
+    let total = per_producer * producers;
+    let t = match works {
+        Some((_, t)) => t,
+        None => Tracker::leak(),
+    };
+    t.reset(total);
+    let produce = |i: usize| -> (Duration, usize) {
+        let start = Instant::now();
+        let refused = match works {
+            Some((ws, _)) => ws[i].iter().filter(|w| !pool.queue(w)).count(),
+            None => (0..per_producer)
+                .filter(|_| !pool.spawn(move || t.hit()))
+                .count(),
+        };
+        (start.elapsed(), refused)
+    };
+    let (t0, results) = if producers == 1 {
+        let t0 = Instant::now();
+        (t0, vec![produce(0)])
+    } else {
+        let barrier = Barrier::new(producers + 1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..producers)
+                .map(|i| {
+                    let (barrier, produce) = (&barrier, &produce);
+                    s.spawn(move || {
+                        barrier.wait();
+                        produce(i)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let t0 = Instant::now();
+            let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            (t0, results)
+        })
+    };
+    let refused: usize = results.iter().map(|r| r.1).sum();
+    if refused > 0 {
+        t.set_target(total - refused);
+    }
+    let finished = t.wait(deadline);
+    let elapsed = t0.elapsed();
+    if !finished {
+        return RepOut::timeout(t.abort_and_drain());
+    }
+    let enqueue = results.iter().map(|r| r.0).max().unwrap_or_default();
+    let n = total as f64;
+    RepOut {
+        metrics: vec![
+            ("ns/item", elapsed.as_nanos() as f64 / n),
+            ("Mitems/s", n / elapsed.as_secs_f64() / 1e6),
+            (
+                "enqueue ns/item",
+                enqueue.as_nanos() as f64 / per_producer as f64,
+            ),
+        ],
+        clean: true,
+        error: (refused > 0).then(|| format!("{refused} queue() calls returned false")),
+        ..RepOut::default()
+    }
+}
+
+/// Creates the items for the re-queue variants: `producers` sets of `per_producer` items.
+pub fn make_works(per_producer: usize, producers: usize, t: &'static Tracker) -> Vec<Vec<Work>> {
+    (0..producers)
+        .map(|_| {
+            (0..per_producer)
+                .map(|_| Work::new(move |_| t.hit()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Shared shape of W3, W4 and W6: queue `n` copies of `item` at once, wait, observe threads.
+fn burst<F: Fn() + Send + Sync + Copy + 'static>(
+    pool: &Pool,
+    kind: Kind,
+    n: usize,
+    t: &'static Tracker,
+    item: F,
+    deadline: Instant,
+) -> (RepOut, Option<(Duration, Probe, Instant)>) {
+    t.reset(n);
+    let probe = Probe::start(kind);
+    let floor = probe.pool_threads();
+    let t0 = Instant::now();
+    let refused = (0..n)
+        .filter(|_| {
+            !pool.spawn(move || {
+                if !t.aborted() {
+                    item();
+                }
+                t.hit();
+            })
+        })
+        .count();
+    if refused > 0 {
+        t.set_target(n - refused);
+    }
+    let finished = t.wait(deadline);
+    let makespan = t0.elapsed();
+    if !finished {
+        let clean = t.abort_and_drain();
+        let p = probe.stop(t0);
+        let mut out = RepOut::timeout(clean);
+        out.trace = Some(p.trace);
+        return (out, None);
+    }
+    let mut out = RepOut {
+        clean: true,
+        error: (refused > 0).then(|| format!("{refused} items refused")),
+        ..RepOut::default()
+    };
+    out.metrics.push(("floor threads", floor));
+    (out, Some((makespan, probe, t0)))
+}
+
+fn sleep_item(hint: bool, d: Duration) {
+    if hint {
+        cmwq::blocking(|| std::thread::sleep(d));
+    } else {
+        std::thread::sleep(d);
+    }
+}
+
+/// W3: items sleep, then spin. `hint` wraps the sleep in `cmwq::blocking`.
+pub fn mixed(
+    pool: &Pool,
+    kind: Kind,
+    p: &Params,
+    spin: Spin,
+    cores: usize,
+    hint: bool,
+    deadline: Instant,
+) -> RepOut {
+    let sleep = Duration::from_micros(p.w3_sleep_us);
+    let iters = spin.iters_for(Duration::from_micros(p.w3_spin_us));
+    let t = Tracker::leak();
+    let (mut out, rest) = burst(
+        pool,
+        kind,
+        p.w3_items,
+        t,
+        move || {
+            sleep_item(hint, sleep);
+            Spin::run(iters);
+        },
+        deadline,
+    );
+    let Some((makespan, probe, t0)) = rest else {
+        return out;
+    };
+    let po = probe.stop(t0);
+    let lb = w3_lower_bound(p, cores);
+    out.metrics.extend([
+        ("makespan ms", ms(makespan)),
+        ("x lower bound", makespan.as_secs_f64() / lb.as_secs_f64()),
+        ("peak threads", po.peak),
+        ("voluntary cs", po.cs.voluntary as f64),
+        ("involuntary cs", po.cs.involuntary as f64),
+        ("cpu s", po.cs.cpu.as_secs_f64()),
+        ("other threads", po.other as f64),
+    ]);
+    out.trace = Some(po.trace);
+    out
+}
+
+/// W3 lower bound: no item can spin before its sleep ends, and the spinning needs
+/// `items * spin / cores` of wall time even if perfectly spread: `sleep + items * spin / cores`.
+pub fn w3_lower_bound(p: &Params, cores: usize) -> Duration {
+    Duration::from_micros(p.w3_sleep_us)
+        + Duration::from_micros(p.w3_spin_us) * p.w3_items as u32 / cores as u32
+}
+
+/// W4 lower bound: total CPU / cores.
+pub fn w4_lower_bound(p: &Params, cores: usize) -> Duration {
+    Duration::from_micros(p.w4_spin_us) * p.w4_items as u32 / cores as u32
+}
+
+/// W4: CPU-bound items.
+pub fn cpu_bound(
+    pool: &Pool,
+    kind: Kind,
+    p: &Params,
+    spin: Spin,
+    cores: usize,
+    deadline: Instant,
+) -> RepOut {
+    let iters = spin.iters_for(Duration::from_micros(p.w4_spin_us));
+    let t = Tracker::leak();
+    let (mut out, rest) = burst(
+        pool,
+        kind,
+        p.w4_items,
+        t,
+        move || Spin::run(iters),
+        deadline,
+    );
+    let Some((makespan, probe, t0)) = rest else {
+        return out;
+    };
+    let po = probe.stop(t0);
+    let lb = w4_lower_bound(p, cores);
+    out.metrics.extend([
+        ("makespan ms", ms(makespan)),
+        ("x CPU/cores", makespan.as_secs_f64() / lb.as_secs_f64()),
+        ("peak threads", po.peak),
+        ("voluntary cs", po.cs.voluntary as f64),
+        ("involuntary cs", po.cs.involuntary as f64),
+        ("cpu s", po.cs.cpu.as_secs_f64()),
+    ]);
+    out
+}
+
+/// W6: a burst of sleeping items, then an idle period; threads after each.
+pub fn burst_idle(pool: &Pool, kind: Kind, p: &Params, hint: bool, deadline: Instant) -> RepOut {
+    let sleep = Duration::from_micros(p.w6_sleep_us);
+    let t = Tracker::leak();
+    let (mut out, rest) = burst(
+        pool,
+        kind,
+        p.w6_items,
+        t,
+        move || sleep_item(hint, sleep),
+        deadline,
+    );
+    let Some((makespan, probe, t0)) = rest else {
+        return out;
+    };
+    let after_burst = probe.pool_threads();
+    std::thread::sleep(Duration::from_millis(p.w6_idle_ms));
+    let after_idle = probe.pool_threads();
+    let po = probe.stop(t0);
+    out.metrics.extend([
+        ("burst ms", ms(makespan)),
+        ("peak threads", po.peak),
+        ("after burst", after_burst),
+        ("after idle", after_idle),
+    ]);
+    out.trace = Some(po.trace);
+    out
+}
+
+/// W5: a latency probe every `period`, plus background spin items for about `bg_load` of the cores.
+pub fn latency(pool: &Pool, p: &Params, spin: Spin, cores: usize, deadline: Instant) -> RepOut {
+    let period = Duration::from_micros(p.w5_period_us);
+    let duration = Duration::from_millis(p.w5_duration_ms);
+    let bg_spin = Duration::from_micros(p.w5_bg_spin_us);
+    let bg_iters = spin.iters_for(bg_spin);
+    // One background item of `bg_spin` every `bg_period` keeps `bg_load * cores` busy.
+    let bg_period = bg_spin.div_f64(p.w5_bg_load * cores as f64);
+    let max_probes = (duration.as_nanos() / period.as_nanos()) as usize + 16;
+    let lat: &'static [AtomicU64] =
+        Box::leak((0..max_probes).map(|_| AtomicU64::new(u64::MAX)).collect());
+    let t = Tracker::leak();
+    sys::tight_timer_slack();
+    let t0 = Instant::now();
+    let end = t0 + duration;
+    let (mut next_probe, mut next_bg) = (t0, t0);
+    let (mut probes, mut bgs, mut refused) = (0usize, 0usize, 0usize);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if now >= next_probe && probes < max_probes {
+            let i = probes;
+            let queued = Instant::now();
+            if !pool.spawn(move || {
+                lat[i].store(queued.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                t.hit();
+            }) {
+                refused += 1;
+            }
+            probes += 1;
+            next_probe += period;
+            if next_probe < now {
+                // Late by more than a period (sleep overshoot): do not burst to catch up.
+                next_probe = now + period;
+            }
+        }
+        if now >= next_bg {
+            if !pool.spawn(move || {
+                if !t.aborted() {
+                    Spin::run(bg_iters);
+                }
+                t.hit();
+            }) {
+                refused += 1;
+            }
+            bgs += 1;
+            next_bg += bg_period;
+        }
+        let next = next_probe.min(next_bg);
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+    }
+    t.set_target(probes + bgs - refused);
+    if !t.wait(deadline) {
+        return RepOut::timeout(t.abort_and_drain());
+    }
+    let mut v: Vec<f64> = lat[..probes]
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .filter(|&x| x != u64::MAX)
+        .map(|x| x as f64 / 1e3)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let pct = |q: f64| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    RepOut {
+        metrics: vec![
+            ("p50 us", pct(0.5)),
+            ("p99 us", pct(0.99)),
+            ("p99.9 us", pct(0.999)),
+            ("max us", pct(1.0)),
+            ("probes", v.len() as f64),
+            ("background items", bgs as f64),
+        ],
+        clean: true,
+        error: (refused > 0).then(|| format!("{refused} items refused")),
+        ..RepOut::default()
+    }
+}
