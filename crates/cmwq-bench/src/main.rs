@@ -1,6 +1,8 @@
 //! `cmwq-bench`: runs six workloads on cmwq and on rayon, tokio, threadpool and blocking,
 //! prints a table and writes JSON (plus SVG thread plots for W3 and W6).
 
+mod child;
+mod goals;
 mod pools;
 mod report;
 mod sys;
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use pools::{Kind, Pool, PEERS};
 use report::{Goal, Stat, VariantResult};
@@ -330,137 +332,6 @@ fn run_variant(ctx: &Ctx, w: Workload, v: &Variant) -> (VariantResult, Vec<(f64,
     (res, report::downsample(&trace, 3000))
 }
 
-fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
-    let mut goals = vec![];
-    let of = |w: &'static str| results.iter().filter(move |r| r.workload == w);
-    let best_peer = |w: &'static str, metric: &str, higher: bool| -> Option<(String, f64)> {
-        of(w)
-            .filter(|r| !r.pool.starts_with("cmwq") && r.status != "timeout")
-            .filter_map(|r| r.get(metric).map(|v| (r.variant.clone(), v)))
-            .reduce(|a, b| {
-                if (b.1 > a.1) == higher && b.1 != a.1 {
-                    b
-                } else {
-                    a
-                }
-            })
-    };
-    let mut push = |w: &str, goal: &str, r: &VariantResult, measured: String, met: bool| {
-        goals.push(Goal {
-            workload: w.into(),
-            goal: goal.into(),
-            variant: r.variant.clone(),
-            measured,
-            met,
-        })
-    };
-    let cmwq = |w: &'static str| of(w).filter(|r| r.pool.starts_with("cmwq"));
-
-    if let Some((peer, best)) = best_peer("W1", "Mitems/s", true) {
-        for r in cmwq("W1").filter(|r| r.variant.contains("requeue")) {
-            match r.get("Mitems/s") {
-                Some(v) => push(
-                    "W1",
-                    "re-queued throughput >= 2x best peer",
-                    r,
-                    format!("{:.2}x {peer}", v / best),
-                    v >= 2.0 * best,
-                ),
-                None => push(
-                    "W1",
-                    "re-queued throughput >= 2x best peer",
-                    r,
-                    r.status.clone(),
-                    false,
-                ),
-            }
-        }
-    }
-    let tokio_peak = of("W3")
-        .find(|r| r.pool == "tokio")
-        .and_then(|r| r.get("peak threads"));
-    for r in cmwq("W3") {
-        let hinted = r.variant.contains("blocking()");
-        let (goal, limit) = if hinted {
-            ("makespan <= 1.15x lower bound with blocking()", 1.15)
-        } else {
-            ("makespan <= 1.3x lower bound without hint", 1.3)
-        };
-        match r.get("x lower bound") {
-            Some(x) => push("W3", goal, r, format!("{x:.2}x"), x <= limit),
-            None => push("W3", goal, r, r.status.clone(), false),
-        }
-        if let (Some(t), Some(peak)) = (tokio_peak, r.get("peak threads")) {
-            push(
-                "W3",
-                "peak threads <= 1/4 of tokio's",
-                r,
-                format!("{peak:.0} vs tokio {t:.0}"),
-                peak <= t / 4.0,
-            );
-        }
-    }
-    for r in cmwq("W4") {
-        match r.get("x CPU/cores") {
-            Some(x) => push(
-                "W4",
-                "makespan <= 1.05x CPU/cores",
-                r,
-                format!("{x:.3}x"),
-                x <= 1.05,
-            ),
-            None => push(
-                "W4",
-                "makespan <= 1.05x CPU/cores",
-                r,
-                r.status.clone(),
-                false,
-            ),
-        }
-        if let Some(peak) = r.get("peak threads") {
-            push(
-                "W4",
-                &format!("peak threads <= cores + 2 = {}", cores + 2),
-                r,
-                format!("{peak:.0}"),
-                peak <= (cores + 2) as f64,
-            );
-        }
-    }
-    if let Some((peer, best)) = best_peer("W5", "p99 us", false) {
-        for r in cmwq("W5") {
-            match r.get("p99 us") {
-                Some(v) => push(
-                    "W5",
-                    "p99 <= best peer's p99",
-                    r,
-                    format!("{v:.0} us vs {peer} {best:.0} us"),
-                    v <= best,
-                ),
-                None => push("W5", "p99 <= best peer's p99", r, r.status.clone(), false),
-            }
-        }
-    }
-    for r in cmwq("W6") {
-        let floor = r
-            .metrics
-            .iter()
-            .find(|s| s.name == "floor threads")
-            .map(|s| s.min)
-            .filter(|v| v.is_finite());
-        if let (Some(after), Some(floor)) = (r.get("after idle"), floor) {
-            push(
-                "W6",
-                "threads back to the floor after the idle period",
-                r,
-                format!("{after:.0} after idle, floor {floor:.0}"),
-                after <= floor,
-            );
-        }
-    }
-    goals
-}
-
 #[derive(Serialize)]
 struct Meta {
     date: String,
@@ -531,133 +402,6 @@ fn write_plots(dir: &Path, w: Workload, traces: &[(String, Vec<(f64, f64)>)]) {
     println!("plots: {}/{id}-threads*.svg", dir.display());
 }
 
-#[derive(Serialize, Deserialize)]
-struct ChildOut {
-    result: VariantResult,
-    trace: Vec<(f64, f64)>,
-}
-
-/// Child mode: run variant `spec` (`W3:2`) of a workload, write the result, exit.
-/// Every variant runs in a fresh process so that no pool's threads (cmwq's global worker
-/// pools, blocking's global pool) outlive it into the next measurement, and a stuck or
-/// crashing variant cannot take the whole run down.
-fn run_child(ctx: &Ctx, spec: &str, out: Option<&Path>) -> ! {
-    let parsed = spec.split_once(':').and_then(|(w, i)| {
-        let w = ALL.into_iter().find(|x| x.id() == w)?;
-        let v = variants(w).into_iter().nth(i.parse().ok()?)?;
-        Some((w, v))
-    });
-    let Some((w, v)) = parsed else {
-        eprintln!("bad --child {spec}");
-        std::process::exit(2);
-    };
-    let (result, trace) = run_variant(ctx, w, &v);
-    let json = serde_json::to_string(&ChildOut { result, trace }).expect("serialize");
-    match out {
-        Some(p) => std::fs::write(p, json).expect("write child result"),
-        None => println!("{json}"),
-    }
-    // Exit at once: a pool that timed out may still hold stuck threads.
-    std::process::exit(0);
-}
-
-/// Runs one variant in a child process and collects its result; kills it if it overruns.
-fn spawn_child(
-    args: &Args,
-    ctx: &Ctx,
-    dir: &Path,
-    w: Workload,
-    index: usize,
-    v: &Variant,
-) -> (VariantResult, Vec<(f64, f64)>) {
-    let failed = |status: &str, note: String| VariantResult {
-        workload: w.id().into(),
-        variant: v.label.clone(),
-        pool: v.kind.label().into(),
-        status: status.into(),
-        reps_done: 0,
-        metrics: vec![],
-        notes: vec![note],
-        other_cpu_pct: 0.0,
-        threads_trace: None,
-    };
-    let out = dir.join(format!(".child-{}-{index}.json", w.id()));
-    let _ = std::fs::remove_file(&out);
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return (failed("error", format!("current_exe: {e}")), vec![]),
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--child")
-        .arg(format!("{}:{index}", w.id()))
-        .arg("--child-out")
-        .arg(&out)
-        .arg("--reps")
-        .arg(ctx.reps.to_string())
-        .arg("--variant-timeout")
-        .arg(ctx.timeout.as_secs().to_string())
-        .arg("--w6-idle-ms")
-        .arg(ctx.params.w6_idle_ms.to_string())
-        .arg("--spin-iters-per-us")
-        .arg(ctx.spin.iters_per_us.to_string())
-        .stdin(std::process::Stdio::null());
-    if args.quick {
-        cmd.arg("--quick");
-    }
-    if let Some(ms) = args.cmwq_idle_timeout_ms {
-        cmd.arg("--cmwq-idle-timeout-ms").arg(ms.to_string());
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return (failed("error", format!("spawn: {e}")), vec![]),
-    };
-    // The child guards each repetition itself; this is the backstop for a hung process.
-    let limit = ctx.timeout * 2 + Duration::from_secs(60);
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return (failed("error", format!("wait: {e}")), vec![]),
-        }
-    };
-    let Some(status) = status else {
-        return (
-            failed(
-                "timeout",
-                format!("child process killed after {}s", limit.as_secs()),
-            ),
-            vec![],
-        );
-    };
-    let parsed = std::fs::read_to_string(&out)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str::<ChildOut>(&s).map_err(|e| e.to_string()));
-    let _ = std::fs::remove_file(&out);
-    match parsed {
-        Ok(mut c) => {
-            if !status.success() {
-                c.result
-                    .notes
-                    .push(format!("child process exited with {status}"));
-            }
-            (c.result, c.trace)
-        }
-        Err(e) => (
-            failed(
-                "error",
-                format!("child process exited with {status} and no result ({e}); see stderr"),
-            ),
-            vec![],
-        ),
-    }
-}
-
 fn main() {
     let args = Args::parse();
     let cores = sys::cores();
@@ -697,7 +441,7 @@ fn main() {
                 eprintln!("cmwq::configure: {e}");
             }
         }
-        run_child(&ctx, spec, args.child_out.as_deref());
+        child::run_child(&ctx, spec, args.child_out.as_deref());
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let w3_lb = workloads::w3_lower_bound(&params, cores);
@@ -763,7 +507,7 @@ fn main() {
     let mut results: Vec<VariantResult> = vec![];
     for w in selected(&args) {
         println!();
-        println!("== {} ==", describe(w, &params, cores));
+        println!("== {} ==", goals::describe(w, &params, cores));
         let mut traces = vec![];
         for (i, v) in variants(w).into_iter().enumerate() {
             if !args.pools.is_empty() && !args.pools.iter().any(|p| v.label.contains(p.as_str())) {
@@ -771,7 +515,7 @@ fn main() {
             }
             let t = Instant::now();
             let (busy0, own0) = (sys::machine_busy(), sys::own_and_children_cpu());
-            let (mut r, trace) = spawn_child(&args, &ctx, &out_dir, w, i, &v);
+            let (mut r, trace) = child::spawn_child(&args, &ctx, &out_dir, w, i, &v);
             let wall = t.elapsed().as_secs_f64() * cores as f64;
             let other = sys::machine_busy().saturating_sub(busy0).as_secs_f64()
                 - sys::own_and_children_cpu()
@@ -793,7 +537,7 @@ fn main() {
         }
         let rows: Vec<&VariantResult> = results.iter().filter(|r| r.workload == w.id()).collect();
         print!("{}", report::table(&rows, w.columns()));
-        print_ratios(w, &rows);
+        goals::print_ratios(w, &rows);
         for r in rows.iter().filter(|r| !r.notes.is_empty()) {
             println!("  {}: {}", r.variant, r.notes.join("; "));
         }
@@ -812,7 +556,7 @@ fn main() {
         }
     }
 
-    let goals = goals(&results, cores);
+    let goals = goals::goals(&results, cores);
     if !goals.is_empty() {
         println!();
         println!("== goals ==");
@@ -863,68 +607,4 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-fn describe(w: Workload, p: &Params, cores: usize) -> String {
-    match w {
-        Workload::W1 => format!("W1 throughput: 1 producer, {} empty items", p.w1_items),
-        Workload::W2 => format!(
-            "W2 throughput: 2 producers x {} empty items",
-            p.w2_items_per_producer
-        ),
-        Workload::W3 => format!(
-            "W3 mixed blocking: {} items of {}us sleep + {}us spin; lower bound {:.1} ms",
-            p.w3_items,
-            p.w3_sleep_us,
-            p.w3_spin_us,
-            workloads::w3_lower_bound(p, cores).as_secs_f64() * 1e3
-        ),
-        Workload::W4 => format!(
-            "W4 CPU-bound: {} items of {}us spin; CPU/cores {:.1} ms",
-            p.w4_items,
-            p.w4_spin_us,
-            workloads::w4_lower_bound(p, cores).as_secs_f64() * 1e3
-        ),
-        Workload::W5 => format!(
-            "W5 latency: a probe every {}us for {} ms, background {}us spins at {:.0}% of the cores; queue-to-start latency",
-            p.w5_period_us,
-            p.w5_duration_ms,
-            p.w5_bg_spin_us,
-            p.w5_bg_load * 100.0
-        ),
-        Workload::W6 => format!(
-            "W6 burst then idle: {} items of {}us sleep, then {} ms idle",
-            p.w6_items, p.w6_sleep_us, p.w6_idle_ms
-        ),
-    }
-}
-
-fn print_ratios(w: Workload, rows: &[&VariantResult]) {
-    let (key, higher) = w.key();
-    let best = rows
-        .iter()
-        .filter(|r| !r.pool.starts_with("cmwq"))
-        .filter_map(|r| r.get(key).map(|v| (r.variant.as_str(), v)))
-        .reduce(|a, b| {
-            if (b.1 > a.1) == higher && b.1 != a.1 {
-                b
-            } else {
-                a
-            }
-        });
-    let Some((peer, best)) = best else {
-        return;
-    };
-    let mut parts = vec![];
-    for r in rows.iter().filter(|r| r.pool.starts_with("cmwq")) {
-        if let Some(v) = r.get(key) {
-            let ratio = if best == 0.0 { f64::NAN } else { v / best };
-            parts.push(format!("{} {ratio:.2}x", r.variant));
-        }
-    }
-    println!(
-        "  {key} relative to the best peer ({peer}, {best:.2}; {} is better): {}",
-        if higher { "higher" } else { "lower" },
-        parts.join(", ")
-    );
 }
