@@ -15,7 +15,7 @@
 //!   worker is `R` and does not count). The target becomes one plus the sleepers (the kernel's
 //!   rule, seen by sampling), or doubles when every counted worker sleeps and the CPU is
 //!   mostly idle. It shrinks by a quarter per sample while the pool uses at least 90% of its
-//!   CPU or nothing waits. See DESIGN.md for the law, its constants and its cost.
+//!   CPU with two or more workers competing for it, or while nothing waits. See DESIGN.md for the law, its constants and its cost.
 //!
 //! The same samples detect CPU hogs: an item that has used `cpu_intensive_thresh` of CPU since
 //! it started or last slept is marked CPU-intensive (it leaves `nr_running` until it ends), as
@@ -126,6 +126,8 @@ pub(crate) struct Observation {
     pub(crate) used_permille: u64,
     /// Counted workers seen asleep in the kernel (`S`/`D`; preempted ones are `R`).
     pub(crate) asleep: usize,
+    /// Counted workers that used the CPU during the interval (made progress).
+    pub(crate) progressing: usize,
     /// The most the target may be.
     pub(crate) cap: usize,
 }
@@ -148,8 +150,10 @@ pub(crate) fn next_target(o: Observation) -> usize {
     } else if !o.waiting {
         // Nothing waits: decay back toward the kernel's one running worker.
         o.target - (o.target / 4).max(1)
-    } else if o.used_permille >= 900 {
-        // The CPU is used: more running workers cannot help; shrink by a quarter.
+    } else if o.used_permille >= 900 && o.progressing >= 2 {
+        // The CPU is used and several workers compete for it: more running workers cannot
+        // help; shrink by a quarter. (One worker using the CPU while the others sleep is the
+        // state the target exists for: keep it.)
         o.target - (o.target / 4).max(1)
     } else {
         o.target
@@ -222,6 +226,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     s.workers = seen;
 
     let busy = waiting || !busy_workers.is_empty() || target > 1;
+    let counted_total = busy_workers.iter().filter(|w| w.4).count();
     let Some(el) = elapsed.filter(|e| !e.is_zero()) else {
         return busy;
     };
@@ -255,6 +260,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                 0
             },
             cap: cfg.max_workers_per_pool,
+            progressing: counted_total.saturating_sub(maybe_asleep.len()),
         })
     } else {
         target
@@ -313,6 +319,7 @@ mod tests {
             used_permille: used,
             asleep,
             cap: 64,
+            progressing: nr_running.saturating_sub(asleep),
         }
     }
 
@@ -348,6 +355,10 @@ mod tests {
     #[test]
     fn shrinks_when_the_cpu_is_used_and_decays_when_idle() {
         assert_eq!(next_target(obs(true, 10, 10, 990, 0)), 8);
+        // One worker on the CPU, the rest asleep: the target is doing its job, keep it.
+        let mut one = obs(true, 10, 10, 990, 0);
+        one.progressing = 1;
+        assert_eq!(next_target(one), 10);
         assert_eq!(next_target(obs(true, 3, 3, 920, 0)), 2);
         assert_eq!(next_target(obs(true, 10, 10, 700, 0)), 10);
         assert_eq!(next_target(obs(false, 0, 16, 0, 0)), 12);
