@@ -231,10 +231,11 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         return busy;
     };
     let used_permille = (used.as_nanos() * 1000 / el.as_nanos()) as u64;
-    // The saturation gate follows a moving average (weight 1/4 per sample, a few samples'
-    // memory): one sample in which every worker happened to sleep must not open it.
+    // The saturation gate follows an asymmetric average: it rises to a busy sample at once
+    // (a CPU-bound burst closes the gate in its first sample) and decays by a quarter per
+    // sample (one sample in which every worker happened to sleep must not open it).
     let managed_permille = (used_managed.as_nanos() * 1000 / el.as_nanos()) as u64;
-    s.util_ewma = (3 * s.util_ewma + managed_permille) / 4;
+    s.util_ewma = managed_permille.max((3 * s.util_ewma + managed_permille) / 4);
     let cpus = pool.attrs.cpumask.len().max(1) as u64;
     let saturated = s.util_ewma >= SATURATED_PERMILLE * cpus;
     if pool.is_unbound() {
