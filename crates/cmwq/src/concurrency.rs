@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::config;
-use crate::pool::{flags, kick_pool, Sleep, WorkerPool};
+use crate::pool::{flags, kick_pool, Kick, Sleep, WorkerPool};
 use crate::{topology, worker};
 
 /// Runs `f`, telling concurrency management that the calling worker sleeps meanwhile.
@@ -60,9 +60,7 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
             w.sleep = Sleep::Hinted;
             g.nr_running -= 1;
             // The kernel's wq_worker_sleeping: wake a spare if work now waits.
-            let woke = g.idle.last().is_some() && crate::pool::need_more_worker(g.counters());
-            let _ = kick_pool(&mut g);
-            if woke {
+            if kick_pool(&mut g) == Kick::Woke {
                 if let Some((_, slot)) = g.worker(id).current {
                     g.pwq(slot).nr_cm_wakeup += 1;
                 }

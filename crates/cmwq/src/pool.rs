@@ -305,6 +305,8 @@ impl PoolLocked {
 #[must_use]
 pub(crate) enum Kick {
     Nothing,
+    /// An idle worker was woken.
+    Woke,
     /// The pool has no worker at all: make the first one.
     CreateFirstWorker,
 }
@@ -317,7 +319,7 @@ pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
     }
     if let Some(&id) = g.idle.last() {
         g.wake_worker(id);
-        Kick::Nothing
+        Kick::Woke
     } else if g.nr_workers == 0 && !g.manager_active && !g.destroying {
         Kick::CreateFirstWorker
     } else {
