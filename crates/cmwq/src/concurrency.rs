@@ -57,8 +57,9 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
         if w.sleep != Sleep::Awake || w.flags & flags::NOT_RUNNING != 0 {
             false
         } else {
-            w.sleep = Sleep::Hinted;
+            w.sleep = Sleep::Hinted(Instant::now());
             g.nr_running -= 1;
+            g.nr_hinted += 1;
             // The kernel's wq_worker_sleeping: wake a spare if work now waits.
             if kick_pool(&mut g) == Kick::Woke {
                 if let Some((_, slot)) = g.worker(id).current {
@@ -84,6 +85,7 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
                 if w.flags & flags::NOT_RUNNING == 0 {
                     g.nr_running += 1;
                 }
+                g.nr_hinted -= 1;
             }
         }
     }
@@ -97,9 +99,26 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
 #[derive(Clone, Copy, Debug)]
 struct WorkerSample {
     epoch: u64,
+    /// Tells a reused worker id from the worker it had before.
+    tid: i32,
+    /// Busy (with an item) when read.
+    busy: bool,
     cpu: Duration,
     /// CPU time when this epoch was first seen (CPU-hog detection).
     base: Duration,
+}
+
+/// One worker's CPU clock as read in a sample.
+struct Reading {
+    id: usize,
+    epoch: u64,
+    tid: i32,
+    cpu: Duration,
+    /// Has an item.
+    busy: bool,
+    /// Busy and counted in `nr_running`.
+    counted: bool,
+    intensive: bool,
 }
 
 /// What the monitor remembers of one pool between samples.
@@ -109,6 +128,8 @@ pub(crate) struct PoolSample {
     workers: HashMap<usize, WorkerSample>,
     /// Moving average of the managed workers' CPU use, in thousandths of one CPU.
     util_ewma: u64,
+    /// Where the next window of `/proc` reads starts among the candidates.
+    cursor: usize,
 }
 
 /// The control law's decision for one sample, pure over what was measured (unit-tested).
@@ -116,13 +137,16 @@ pub(crate) struct PoolSample {
 pub(crate) struct Observation {
     /// Items wait on the worklist.
     pub(crate) waiting: bool,
-    /// Workers counted in `nr_running`.
-    pub(crate) nr_running: usize,
-    /// The current target.
+    /// Workers holding an item and counted: `nr_running` plus the hinted sleepers.
+    pub(crate) nr_active: usize,
+    /// The kernel's rule: runners allowed (1 per CPU of the pool).
+    pub(crate) base: usize,
+    /// The current target (at least `base`).
     pub(crate) target: usize,
-    /// CPU used by the pool's busy workers over the interval, in thousandths of one CPU.
+    /// CPU used by the pool's workers over the interval, in thousandths of the pool's CPUs.
     pub(crate) used_permille: u64,
-    /// Counted workers seen asleep in the kernel (`S`/`D`; preempted ones are `R`).
+    /// Active workers asleep: hinted sleepers, plus counted workers seen asleep in the kernel
+    /// (`S`/`D`; preempted ones are `R`).
     pub(crate) asleep: usize,
     /// Counted workers that used the CPU during the interval (made progress).
     pub(crate) progressing: usize,
@@ -132,27 +156,27 @@ pub(crate) struct Observation {
 
 /// The next concurrency target.
 pub(crate) fn next_target(o: Observation) -> usize {
-    let running = o.nr_running.saturating_sub(o.asleep);
-    // The kernel's rule: one running worker, and a replacement for each sleeper. When every
-    // counted worker sleeps and the CPU is mostly idle, grow geometrically instead, so a
-    // backlog of items that sleep at once is not started one sample at a time.
+    let running = o.nr_active.saturating_sub(o.asleep);
+    // The kernel's rule: `base` running workers, and a replacement for each sleeper. When
+    // every active worker sleeps and the CPUs are mostly idle, grow geometrically instead, so
+    // a backlog of items that sleep at once is not started one sample at a time.
     let grow_to = if running == 0 && o.used_permille < 500 {
-        (o.target * 2).max(o.asleep + 1)
+        (o.target * 2).max(o.asleep + o.base)
     } else {
-        o.asleep + 1
+        o.asleep + o.base
     };
-    if o.waiting && o.nr_running >= o.target && o.asleep > 0 && grow_to > o.target {
-        grow_to.min(o.cap)
-    } else if o.target <= 1 {
-        1
+    if o.waiting && o.nr_active >= o.target && o.asleep > 0 && grow_to > o.target {
+        grow_to.min(o.cap.max(o.base))
+    } else if o.target <= o.base {
+        o.base
     } else if !o.waiting {
-        // Nothing waits: decay back toward the kernel's one running worker.
-        o.target - (o.target / 4).max(1)
-    } else if o.used_permille >= 900 && o.progressing >= 2 {
-        // The CPU is used and several workers compete for it: more running workers cannot
-        // help; shrink by a quarter. (One worker using the CPU while the others sleep is the
-        // state the target exists for: keep it.)
-        o.target - (o.target / 4).max(1)
+        // Nothing waits: decay back toward the kernel's rule.
+        (o.target - (o.target / 4).max(1)).max(o.base)
+    } else if o.used_permille >= 900 && o.progressing > o.base {
+        // The CPUs are used and more workers than CPUs compete for them: more active workers
+        // cannot help; shrink by a quarter. (One worker per CPU using it while the others
+        // sleep is the state the target exists for: keep it.)
+        (o.target - (o.target / 4).max(1)).max(o.base)
     } else {
         o.target
     }
@@ -164,24 +188,36 @@ pub(crate) fn next_target(o: Observation) -> usize {
 pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let cfg = config();
     let now = Instant::now();
-    // Every worker with an item: (id, epoch, tid, cpu time, counted in nr_running,
-    // CPU-intensive).
-    let mut busy_workers: Vec<(usize, u64, i32, Duration, bool, bool)> = Vec::new();
-    let (waiting, nr_running, target) = {
+    // The workers whose CPU clock is read: every busy one, and every one that ran something
+    // since the last sample (it may have finished and gone idle in between). Idle workers
+    // that did nothing since keep their old reading.
+    let mut read: Vec<Reading> = Vec::new();
+    let (waiting, c) = {
         let g = pool.locked.lock();
         for (id, w) in g.workers.iter().enumerate() {
             let Some(w) = w else { continue };
-            if w.idle || w.die || w.rescuer || w.current.is_none() {
+            if w.die || w.rescuer {
                 continue;
             }
-            let counted = w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake;
-            let intensive = w.flags & flags::CPU_INTENSIVE != 0;
+            let busy = !w.idle && w.current.is_some();
+            let prev = s.workers.get(&id).filter(|p| p.tid == w.tid);
+            if !busy && prev.is_some_and(|p| !p.busy && p.epoch == w.epoch) {
+                continue;
+            }
             // The thread is alive while its slot exists and we hold the pool lock.
             if let Some(cpu) = w.pthread.and_then(topology::thread_cpu_time) {
-                busy_workers.push((id, w.epoch, w.tid, cpu, counted, intensive));
+                read.push(Reading {
+                    id,
+                    epoch: w.epoch,
+                    tid: w.tid,
+                    cpu,
+                    busy,
+                    counted: busy && w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake,
+                    intensive: w.flags & flags::CPU_INTENSIVE != 0,
+                });
             }
         }
-        (!g.worklist.is_empty(), g.nr_running, g.cm_target)
+        (!g.worklist.is_empty(), g.counters())
     };
     let elapsed = s.at.map(|t| now - t);
     s.at = Some(now);
@@ -193,38 +229,55 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     // Counted workers that may be asleep: stalled since the last sample, or new since then.
     let mut maybe_asleep = Vec::new();
     let mut hogs = Vec::new();
-    let mut seen = HashMap::with_capacity(busy_workers.len());
-    for &(id, epoch, tid, cpu, counted, intensive) in &busy_workers {
-        let prev = s.workers.get(&id).copied();
-        let same_epoch = prev.filter(|p| p.epoch == epoch);
-        let base = same_epoch.map_or(cpu, |p| p.base);
-        match (prev, elapsed) {
-            (Some(p), Some(el)) => {
-                // CPU used by this thread since the last sample, whatever it ran meanwhile.
-                let delta = cpu.saturating_sub(p.cpu);
-                used += delta;
-                if !intensive {
-                    used_managed += delta;
-                }
-                if counted && (same_epoch.is_none() || delta < el / 4) {
-                    maybe_asleep.push(tid);
-                }
+    for r in &read {
+        let prev = s.workers.get(&r.id).copied().filter(|p| p.tid == r.tid);
+        let same_epoch = prev.filter(|p| p.epoch == r.epoch);
+        let base = same_epoch.map_or(r.cpu, |p| p.base);
+        if let Some(el) = elapsed {
+            // CPU used by this thread since the last sample, whatever it ran meanwhile; a
+            // thread first seen now was created since then.
+            let delta = r.cpu.saturating_sub(prev.map_or(Duration::ZERO, |p| p.cpu));
+            used += delta;
+            if !r.intensive {
+                used_managed += delta;
             }
-            _ if counted => maybe_asleep.push(tid),
-            _ => {}
+            if r.counted && (same_epoch.is_none() || delta < el / 4) {
+                maybe_asleep.push(r.tid);
+            }
+        } else if r.counted {
+            maybe_asleep.push(r.tid);
         }
-        if counted
+        if r.counted
             && !cfg.cpu_intensive_thresh.is_zero()
-            && cpu.saturating_sub(base) >= cfg.cpu_intensive_thresh
+            && r.cpu.saturating_sub(base) >= cfg.cpu_intensive_thresh
         {
-            hogs.push((id, epoch));
+            hogs.push((r.id, r.epoch));
         }
-        seen.insert(id, WorkerSample { epoch, cpu, base });
+        s.workers.insert(
+            r.id,
+            WorkerSample {
+                epoch: r.epoch,
+                tid: r.tid,
+                cpu: r.cpu,
+                base,
+                busy: r.busy,
+            },
+        );
     }
-    s.workers = seen;
+    {
+        // Forget the workers that are gone.
+        let g = pool.locked.lock();
+        s.workers.retain(|&id, p| {
+            g.workers
+                .get(id)
+                .and_then(Option::as_ref)
+                .is_some_and(|w| w.tid == p.tid)
+        });
+    }
 
-    let busy = waiting || !busy_workers.is_empty() || target > 1;
-    let counted_total = busy_workers.iter().filter(|w| w.4).count();
+    let nr_busy = read.iter().filter(|r| r.busy).count();
+    let busy = waiting || nr_busy > 0 || c.target > c.base;
+    let counted_total = read.iter().filter(|r| r.counted).count();
     let Some(el) = elapsed.filter(|e| !e.is_zero()) else {
         return busy;
     };
@@ -236,33 +289,28 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     s.util_ewma = managed_permille.max((3 * s.util_ewma + managed_permille) / 4);
     let cpus = pool.attrs.cpumask.len().max(1) as u64;
     let saturated = s.util_ewma >= SATURATED_PERMILLE * cpus;
-    if pool.is_unbound() {
-        // No concurrency management on unbound pools: only the saturation gate.
-        pool.locked.lock().cpu_saturated = saturated;
-        return busy;
-    }
+    let per_cpu_permille = used_permille / cpus;
+    let nr_hinted = c.nr_active - c.nr_running;
     let new_target = if cfg.detect_blocking {
         next_target(Observation {
             waiting,
-            nr_running,
-            target,
-            used_permille,
+            nr_active: c.nr_active,
+            base: c.base,
+            target: c.target,
+            used_permille: per_cpu_permille,
             // Reading /proc costs a few µs: only when the answer could grow the target, and
             // for at most PROC_READS workers.
-            asleep: if waiting && nr_running >= target && used_permille < SATURATED_PERMILLE {
-                maybe_asleep
-                    .iter()
-                    .take(PROC_READS)
-                    .filter(|&&tid| matches!(topology::task_state(tid), Some(b'S' | b'D')))
-                    .count()
-            } else {
-                0
-            },
+            asleep: nr_hinted
+                + if waiting && c.nr_active >= c.target && per_cpu_permille < SATURATED_PERMILLE {
+                    count_asleep(&maybe_asleep, &mut s.cursor)
+                } else {
+                    0
+                },
             cap: cfg.max_workers_per_pool,
             progressing: counted_total.saturating_sub(maybe_asleep.len()),
         })
     } else {
-        target
+        c.target
     };
 
     let mut g = pool.locked.lock();
@@ -282,18 +330,41 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
             tracing::debug!(
                 target: "cmwq",
                 workqueue = %p.wq.name,
-                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider an UNBOUND workqueue)",
+                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider a CPU_INTENSIVE or UNBOUND workqueue)",
                 cfg.cpu_intensive_thresh
             );
         }
     }
-    g.cm_target = new_target.max(1);
+    g.cm_target = new_target.max(g.cm_base);
     let _ = kick_pool(&mut g);
     busy
 }
 
 /// Most `/proc/self/task/<tid>/stat` reads per pool and sample.
 const PROC_READS: usize = 16;
+
+/// How many of `candidates` sleep in the kernel (`S`/`D`). Past [`PROC_READS`] candidates it
+/// reads a rotating window of them and scales the count up to all candidates, so the estimate
+/// (and the target built on it) is not capped at the number of reads.
+fn count_asleep(candidates: &[i32], cursor: &mut usize) -> usize {
+    let n = candidates.len();
+    if n == 0 {
+        return 0;
+    }
+    let reads = n.min(PROC_READS);
+    let start = if n > reads { *cursor % n } else { 0 };
+    *cursor = cursor.wrapping_add(reads);
+    let asleep = (0..reads)
+        .map(|i| candidates[(start + i) % n])
+        .filter(|&tid| matches!(topology::task_state(tid), Some(b'S' | b'D')))
+        .count();
+    scale_sample(asleep, reads, n)
+}
+
+/// `hits` out of `reads` sampled, scaled to `total` (rounded to nearest).
+fn scale_sample(hits: usize, reads: usize, total: usize) -> usize {
+    (hits * total + reads / 2).checked_div(reads).unwrap_or(0)
+}
 
 /// CPU use (thousandths of one CPU, per CPU of the pool) from which a pool counts as
 /// saturated: its manager then makes no new spare workers (existing idle ones are still
@@ -306,19 +377,20 @@ mod tests {
 
     fn obs(
         waiting: bool,
-        nr_running: usize,
+        nr_active: usize,
         target: usize,
         used: u64,
         asleep: usize,
     ) -> Observation {
         Observation {
             waiting,
-            nr_running,
+            nr_active,
+            base: 1,
             target,
             used_permille: used,
             asleep,
             cap: 64,
-            progressing: nr_running.saturating_sub(asleep),
+            progressing: nr_active.saturating_sub(asleep),
         }
     }
 
@@ -337,6 +409,15 @@ mod tests {
         assert!(next_target(obs(true, 2, 2, 100, 2)) >= 3);
         // Busy CPU: replace sleepers, no geometric growth.
         assert_eq!(next_target(obs(true, 4, 4, 800, 4)), 5);
+    }
+
+    #[test]
+    fn sampled_sleepers_are_scaled_to_all_candidates() {
+        assert_eq!(scale_sample(16, 16, 40), 40);
+        assert_eq!(scale_sample(8, 16, 40), 20);
+        assert_eq!(scale_sample(0, 16, 40), 0);
+        assert_eq!(scale_sample(3, 3, 3), 3);
+        assert_eq!(scale_sample(0, 0, 0), 0);
     }
 
     #[test]
@@ -363,5 +444,33 @@ mod tests {
         assert_eq!(next_target(obs(false, 0, 16, 0, 0)), 12);
         assert_eq!(next_target(obs(false, 0, 2, 0, 0)), 1);
         assert_eq!(next_target(obs(false, 0, 1, 0, 0)), 1);
+    }
+
+    #[test]
+    fn an_unbound_base_is_the_floor_and_counts_one_runner_per_cpu() {
+        let base2 = |mut o: Observation| {
+            o.base = 2;
+            o
+        };
+        // CPU-bound, nobody asleep: stays at the base.
+        assert_eq!(next_target(base2(obs(true, 2, 2, 990, 0))), 2);
+        // One of two asleep, the other running: replace the sleeper, keep two running.
+        assert_eq!(next_target(base2(obs(true, 2, 2, 600, 1))), 3);
+        // Decays to the base, never below.
+        assert_eq!(next_target(base2(obs(false, 0, 3, 0, 0))), 2);
+        // Two runners on two CPUs do not count as competing.
+        let mut two = base2(obs(true, 6, 6, 990, 4));
+        two.asleep = 0;
+        two.progressing = 2;
+        assert_eq!(next_target(two), 6);
+        two.progressing = 3;
+        assert_eq!(next_target(two), 5);
+    }
+
+    #[test]
+    fn hinted_sleepers_raise_the_target_like_detected_ones() {
+        // Hinted sleepers are part of `nr_active` and `asleep`: with the CPU idle and work
+        // waiting the target grows past the kernel's one runner.
+        assert_eq!(next_target(obs(true, 5, 1, 300, 5)), 6);
     }
 }

@@ -124,6 +124,39 @@ pub(crate) fn manage_workers(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, Pool
     true
 }
 
+/// Most sleepers looked at by [`sleeper_ready`].
+const READY_READS: usize = 2;
+
+/// Whether a worker of this per-CPU pool that sleeps in `blocking()` has been woken and waits
+/// for the CPU (state `R` in `/proc`): it counts in `nr_running` again only once it runs, and
+/// until then the pool looks as if nobody could use the CPU. A new worker would only queue
+/// behind it, so the manager makes none. Reads the state of the [`READY_READS`] longest
+/// sleepers (the likeliest to have woken) with the pool lock dropped; false for unbound pools.
+pub(crate) fn sleeper_ready(pool: &WorkerPool, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
+    if pool.cpu.is_none() {
+        return false;
+    }
+    let mut sleepers: Vec<(Instant, i32)> = g
+        .workers
+        .iter()
+        .flatten()
+        .filter_map(|w| match w.sleep {
+            Sleep::Hinted(since) => Some((since, w.tid)),
+            Sleep::Awake => None,
+        })
+        .collect();
+    if sleepers.is_empty() {
+        return false;
+    }
+    sleepers.sort_unstable();
+    sleepers.truncate(READY_READS);
+    MutexGuard::unlocked(g, || {
+        sleepers
+            .iter()
+            .any(|&(_, tid)| topology::task_state(tid) == Some(b'R'))
+    })
+}
+
 /// Waits out `worker_create_interval` since the pool's last creation (pools with at least two
 /// workers only), with the pool lock dropped.
 fn throttle(g: &mut MutexGuard<'_, PoolLocked>) {
@@ -176,7 +209,11 @@ pub(crate) fn retry_creation(pool: &Arc<WorkerPool>) {
     if g.manager_active || g.destroying || !need_to_create_worker(g.counters()) {
         return;
     }
-    if !g.may_create_worker() {
+    if !g.may_create_worker() || sleeper_ready(pool, &mut g) {
+        return;
+    }
+    // Re-checked: `sleeper_ready` dropped the lock.
+    if g.manager_active || g.destroying || !need_to_create_worker(g.counters()) {
         return;
     }
     let wait = if g.creation_failed_since.is_some() {

@@ -42,18 +42,20 @@ pub(crate) mod flags {
     pub(crate) const PREP: u32 = 1 << 3;
     /// Excluded from concurrency management for the current item.
     pub(crate) const CPU_INTENSIVE: u32 = 1 << 6;
-    /// Worker of an unbound pool: never counts in `nr_running`.
+    /// Worker of an unbound pool. Unlike Linux, where it keeps the worker out of
+    /// `nr_running`, unbound pools here are concurrency-managed too (one runner per CPU of
+    /// the pool's cpumask): this flag is informational.
     pub(crate) const UNBOUND: u32 = 1 << 7;
     /// Flags that keep a worker out of `nr_running`.
-    pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND;
+    pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE;
 }
 
 /// Whether a worker is asleep as far as concurrency management knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sleep {
     Awake,
-    /// Inside `blocking()`: taken out of `nr_running` by the hint.
-    Hinted,
+    /// Inside `blocking()` since the given time: taken out of `nr_running` by the hint.
+    Hinted(Instant),
 }
 
 /// A worker's state, guarded by its pool's lock.
@@ -97,6 +99,8 @@ pub(crate) struct PoolLocked {
     pub(crate) busy: FxHashMap<usize, usize>,
     /// Workers running and counted for concurrency management.
     pub(crate) nr_running: usize,
+    /// Workers inside `blocking()` (out of `nr_running` by the hint, still holding an item).
+    pub(crate) nr_hinted: usize,
     pub(crate) nr_workers: usize,
     pub(crate) nr_idle: usize,
     /// Some thread holds the manager role (is creating a worker).
@@ -107,8 +111,12 @@ pub(crate) struct PoolLocked {
     pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
     /// The pool is being destroyed: no more workers are made.
     pub(crate) destroying: bool,
-    /// Concurrency target: how many workers may count in `nr_running` at once. 1 is the
-    /// kernel's rule; the monitor raises it while the running workers block without a hint.
+    /// The kernel's rule: how many workers may run at once (1 for a per-CPU pool, one per
+    /// CPU of the cpumask for an unbound pool).
+    pub(crate) cm_base: usize,
+    /// Concurrency target (at least `cm_base`): how many workers may hold items (running or
+    /// asleep) at once beyond the base rule. The monitor raises it while the pool's workers
+    /// sleep and its CPUs idle with work waiting; see `need_more_worker`.
     pub(crate) cm_target: usize,
     /// The monitor saw this pool's busy workers use at least 90% of its CPU in the last sample
     /// (per-CPU pools only): the manager makes no new spares meanwhile.
@@ -145,13 +153,18 @@ pub(crate) struct Counters {
     pub(crate) nr_workers: usize,
     pub(crate) nr_idle: usize,
     pub(crate) manager_active: bool,
-    /// Concurrency target (1 in the kernel).
+    /// Workers holding an item and counted: `nr_running` plus the hinted sleepers.
+    pub(crate) nr_active: usize,
+    /// Runners the kernel's rule allows (1 per CPU).
+    pub(crate) base: usize,
+    /// Concurrency target (`base` in the kernel).
     pub(crate) target: usize,
 }
 
-/// Work is waiting and fewer workers run than the target (kernel: nobody runs).
+/// Work is waiting and fewer workers run than the base rule allows (kernel: nobody runs), or
+/// fewer hold items than a raised target.
 pub(crate) fn need_more_worker(c: Counters) -> bool {
-    !c.worklist_empty && c.nr_running < c.target
+    !c.worklist_empty && (c.nr_running < c.base || c.nr_active < c.target)
 }
 
 /// An idle worker exists to take over if this one blocks.
@@ -161,7 +174,7 @@ pub(crate) fn may_start_working(c: Counters) -> bool {
 
 /// A running worker should take another item (kernel: at most one runs).
 pub(crate) fn keep_working(c: Counters) -> bool {
-    !c.worklist_empty && c.nr_running <= c.target
+    !c.worklist_empty && (c.nr_running <= c.base || c.nr_active <= c.target)
 }
 
 /// A worker is needed and none is idle.
@@ -194,6 +207,8 @@ impl PoolLocked {
             nr_workers: self.nr_workers,
             nr_idle: self.nr_idle,
             manager_active: self.manager_active,
+            nr_active: self.nr_running + self.nr_hinted,
+            base: self.cm_base,
             target: self.cm_target,
         }
     }
@@ -329,6 +344,11 @@ pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
 
 impl WorkerPool {
     fn new(id: u32, cpu: Option<usize>, highpri: bool, attrs: Attrs) -> Self {
+        let base = if cpu.is_some() {
+            1
+        } else {
+            attrs.cpumask.len().max(1)
+        };
         WorkerPool {
             id,
             cpu,
@@ -340,13 +360,15 @@ impl WorkerPool {
                 idle: Vec::new(),
                 busy: FxHashMap::with_capacity_and_hasher(64, Default::default()),
                 nr_running: 0,
+                nr_hinted: 0,
                 nr_workers: 0,
                 nr_idle: 0,
                 manager_active: false,
                 pwqs: Vec::new(),
                 flush_waiters: FxHashMap::default(),
                 destroying: false,
-                cm_target: 1,
+                cm_base: base,
+                cm_target: base,
                 cpu_saturated: false,
                 creation_failed_since: None,
                 last_create_attempt: None,
@@ -512,6 +534,8 @@ mod tests {
             nr_workers,
             nr_idle,
             manager_active: false,
+            nr_active: nr_running,
+            base: 1,
             target: 1,
         }
     }
@@ -561,9 +585,47 @@ mod tests {
         x.target = 3;
         assert!(need_more_worker(x));
         x.nr_running = 3;
+        x.nr_active = 3;
         assert!(!need_more_worker(x));
         assert!(keep_working(x));
         x.nr_running = 4;
+        x.nr_active = 4;
+        assert!(!keep_working(x));
+    }
+
+    #[test]
+    fn hinted_sleepers_count_against_a_raised_target_only() {
+        // Kernel rule: one runner; a hinted sleeper does not stop another from starting.
+        let mut x = c(1, 0, 3, 1);
+        x.nr_active = 2;
+        assert!(need_more_worker(x));
+        x.nr_running = 1;
+        x.nr_active = 3;
+        assert!(!need_more_worker(x));
+        assert!(keep_working(x));
+        // A raised target of 5: up to 5 items held, asleep or running.
+        x.target = 5;
+        assert!(need_more_worker(x));
+        x.nr_running = 2;
+        x.nr_active = 5;
+        assert!(!need_more_worker(x));
+        assert!(keep_working(x));
+        x.nr_active = 6;
+        assert!(!keep_working(x));
+    }
+
+    #[test]
+    fn an_unbound_base_lets_one_runner_per_cpu() {
+        let mut x = c(1, 1, 3, 1);
+        x.base = 2;
+        x.target = 2;
+        assert!(need_more_worker(x));
+        x.nr_running = 2;
+        x.nr_active = 2;
+        assert!(!need_more_worker(x));
+        assert!(keep_working(x));
+        x.nr_running = 3;
+        x.nr_active = 3;
         assert!(!keep_working(x));
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Condvar, MutexGuard, RwLock};
 
-use crate::manage::manage_workers;
+use crate::manage::{manage_workers, sleeper_ready};
 use crate::pool::{
     flags, keep_working, kick_pool, may_start_working, need_more_worker, Entry, PoolLocked,
     WorkerPool,
@@ -226,7 +226,7 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
             return false;
         }
         if !may_start_working(c) {
-            if g.may_create_worker() && manage_workers(pool, g) {
+            if g.may_create_worker() && !sleeper_ready(pool, g) && manage_workers(pool, g) {
                 continue;
             }
             // Going on without a spare (another thread manages, or the CPU is saturated):
