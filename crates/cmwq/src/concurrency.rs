@@ -103,7 +103,8 @@ struct WorkerSample {
     tid: i32,
     /// Busy (with an item) when read.
     busy: bool,
-    cpu: Duration,
+    /// CPU time when read; `None` for an idle worker recorded without a reading.
+    cpu: Option<Duration>,
     /// CPU time when this epoch was first seen (CPU-hog detection).
     base: Duration,
 }
@@ -192,6 +193,11 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     // since the last sample (it may have finished and gone idle in between). Idle workers
     // that did nothing since keep their old reading.
     let mut read: Vec<Reading> = Vec::new();
+    // The first sample of a busy period reads busy workers only (a pool wakes the monitor
+    // often, and most of its workers are idle); the idle ones get a record without a
+    // reading, and a baseline once they next run.
+    let first = s.at.is_none();
+    let mut unread = Vec::new();
     let (waiting, c) = {
         let g = pool.locked.lock();
         for (id, w) in g.workers.iter().enumerate() {
@@ -202,6 +208,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
             let busy = !w.idle && w.current.is_some();
             let prev = s.workers.get(&id).filter(|p| p.tid == w.tid);
             if !busy && prev.is_some_and(|p| !p.busy && p.epoch == w.epoch) {
+                continue;
+            }
+            if first && !busy {
+                unread.push((id, w.epoch, w.tid));
                 continue;
             }
             // The thread is alive while its slot exists and we hold the pool lock.
@@ -236,7 +246,11 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         if let Some(el) = elapsed {
             // CPU used by this thread since the last sample, whatever it ran meanwhile; a
             // thread first seen now was created since then.
-            let delta = r.cpu.saturating_sub(prev.map_or(Duration::ZERO, |p| p.cpu));
+            // A record without a reading gives no baseline: nothing is counted this time.
+            let delta = match prev {
+                Some(p) => p.cpu.map_or(Duration::ZERO, |c| r.cpu.saturating_sub(c)),
+                None => r.cpu,
+            };
             used += delta;
             if !r.intensive {
                 used_managed += delta;
@@ -258,9 +272,21 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
             WorkerSample {
                 epoch: r.epoch,
                 tid: r.tid,
-                cpu: r.cpu,
+                cpu: Some(r.cpu),
                 base,
                 busy: r.busy,
+            },
+        );
+    }
+    for (id, epoch, tid) in unread {
+        s.workers.insert(
+            id,
+            WorkerSample {
+                epoch,
+                tid,
+                cpu: None,
+                base: Duration::MAX,
+                busy: false,
             },
         );
     }
@@ -315,6 +341,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
 
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
+    // Spare CPU is known only from a sample in which the pool had work: after an idle
+    // period a burst is managed until a sample says otherwise.
+    g.cm_spare_cpu = g.cm_unbound && (nr_busy > 0 || waiting) && !saturated;
     for (id, epoch) in hogs {
         let Some(w) = g.workers.get(id).and_then(Option::as_ref) else {
             continue;

@@ -53,7 +53,7 @@ fn any_pool_busy(pools: &[std::sync::Arc<pool::WorkerPool>]) -> bool {
         let g = p.locked.lock();
         g.nr_running > 0
             || !g.worklist.is_empty()
-            || g.cm_target > 1
+            || g.cm_target > g.cm_base
             || g.workers.iter().flatten().any(|w| w.current.is_some())
     })
 }
@@ -102,8 +102,12 @@ fn run() {
             };
             std::thread::sleep(interval);
         } else {
-            // Forget stale samples: the next busy period starts fresh.
+            // Forget stale samples: the next busy period starts fresh, and unbound pools
+            // start it managed.
             samples.clear();
+            for p in &pools {
+                p.locked.lock().cm_spare_cpu = false;
+            }
             // SeqCst: pairs with the load in `note_busy` (see there).
             PARKED.store(true, Ordering::SeqCst);
             if !any_pool_busy(&pools) {

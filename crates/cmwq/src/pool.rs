@@ -42,9 +42,7 @@ pub(crate) mod flags {
     pub(crate) const PREP: u32 = 1 << 3;
     /// Excluded from concurrency management for the current item.
     pub(crate) const CPU_INTENSIVE: u32 = 1 << 6;
-    /// Worker of an unbound pool. Unlike Linux, where it keeps the worker out of
-    /// `nr_running`, unbound pools here are concurrency-managed too (one runner per CPU of
-    /// the pool's cpumask): this flag is informational.
+    /// Worker of an unbound pool: never counts in `nr_running`.
     pub(crate) const UNBOUND: u32 = 1 << 7;
     /// Flags that keep a worker out of `nr_running`.
     pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE;
@@ -121,6 +119,13 @@ pub(crate) struct PoolLocked {
     /// The monitor saw this pool's busy workers use at least 90% of its CPU in the last sample
     /// (per-CPU pools only): the manager makes no new spares meanwhile.
     pub(crate) cpu_saturated: bool,
+    /// Unbound pools only: the monitor saw the pool busy and its CPUs below saturation in its
+    /// last sample. Items then start at once, as Linux runs unbound items (no concurrency
+    /// management); while the CPUs are saturated (or nothing is known yet) the pool is managed
+    /// like a per-CPU one, with one runner per CPU.
+    pub(crate) cm_spare_cpu: bool,
+    /// An unbound pool.
+    pub(crate) cm_unbound: bool,
     /// When worker creation started failing (cleared by a success).
     pub(crate) creation_failed_since: Option<Instant>,
     /// Last creation attempt, for the cooldown.
@@ -159,12 +164,15 @@ pub(crate) struct Counters {
     pub(crate) base: usize,
     /// Concurrency target (`base` in the kernel).
     pub(crate) target: usize,
+    /// An unbound pool with CPU to spare: every waiting item may start (Linux's unbound
+    /// pools, which have no concurrency management).
+    pub(crate) unmanaged: bool,
 }
 
 /// Work is waiting and fewer workers run than the base rule allows (kernel: nobody runs), or
 /// fewer hold items than a raised target.
 pub(crate) fn need_more_worker(c: Counters) -> bool {
-    !c.worklist_empty && (c.nr_running < c.base || c.nr_active < c.target)
+    !c.worklist_empty && (c.unmanaged || c.nr_running < c.base || c.nr_active < c.target)
 }
 
 /// An idle worker exists to take over if this one blocks.
@@ -174,7 +182,7 @@ pub(crate) fn may_start_working(c: Counters) -> bool {
 
 /// A running worker should take another item (kernel: at most one runs).
 pub(crate) fn keep_working(c: Counters) -> bool {
-    !c.worklist_empty && (c.nr_running <= c.base || c.nr_active <= c.target)
+    !c.worklist_empty && (c.unmanaged || c.nr_running <= c.base || c.nr_active <= c.target)
 }
 
 /// A worker is needed and none is idle.
@@ -182,14 +190,15 @@ pub(crate) fn need_to_create_worker(c: Counters) -> bool {
     need_more_worker(c) && !may_start_working(c)
 }
 
-/// Making a new worker could help: the pool has fewer than two besides its CPU-intensive
-/// ones (which are outside concurrency management), or its CPU is not saturated.
+/// Making a new worker could help: the pool has fewer than `floor` besides its CPU-intensive
+/// ones (which are outside concurrency management), or the saturation gate is open.
 pub(crate) fn may_create_worker(
     nr_workers: usize,
+    floor: usize,
     nr_cpu_intensive: usize,
-    cpu_saturated: bool,
+    gate_open: bool,
 ) -> bool {
-    nr_workers < 2 + nr_cpu_intensive || !cpu_saturated
+    nr_workers < floor + nr_cpu_intensive || gate_open
 }
 
 /// Idle workers beyond two, at a ratio of one per four busy (`MAX_IDLE_WORKERS_RATIO`).
@@ -210,6 +219,7 @@ impl PoolLocked {
             nr_active: self.nr_running + self.nr_hinted,
             base: self.cm_base,
             target: self.cm_target,
+            unmanaged: self.cm_spare_cpu,
         }
     }
 
@@ -221,7 +231,14 @@ impl PoolLocked {
             .flatten()
             .filter(|w| w.flags & flags::CPU_INTENSIVE != 0)
             .count();
-        may_create_worker(self.nr_workers, intensive, self.cpu_saturated)
+        // One runner per CPU and a spare; more while the CPUs are not saturated, which for an
+        // unbound pool must have been seen by the monitor since the pool got busy.
+        let gate_open = if self.cm_unbound {
+            self.cm_spare_cpu
+        } else {
+            !self.cpu_saturated
+        };
+        may_create_worker(self.nr_workers, self.cm_base + 1, intensive, gate_open)
     }
 
     pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
@@ -370,6 +387,8 @@ impl WorkerPool {
                 cm_base: base,
                 cm_target: base,
                 cpu_saturated: false,
+                cm_spare_cpu: false,
+                cm_unbound: cpu.is_none(),
                 creation_failed_since: None,
                 last_create_attempt: None,
                 last_mayday: None,
@@ -537,6 +556,7 @@ mod tests {
             nr_active: nr_running,
             base: 1,
             target: 1,
+            unmanaged: false,
         }
     }
 
@@ -570,12 +590,15 @@ mod tests {
 
     #[test]
     fn the_saturation_gate_spares_two_workers_and_cpu_intensive_ones() {
-        assert!(may_create_worker(1, 0, true));
-        assert!(!may_create_worker(2, 0, true));
-        assert!(may_create_worker(2, 0, false));
+        assert!(may_create_worker(1, 2, 0, false));
+        assert!(!may_create_worker(2, 2, 0, false));
+        assert!(may_create_worker(2, 2, 0, true));
         // A CPU-intensive worker does not count against the managed ones.
-        assert!(may_create_worker(2, 1, true));
-        assert!(!may_create_worker(3, 1, true));
+        assert!(may_create_worker(2, 2, 1, false));
+        assert!(!may_create_worker(3, 2, 1, false));
+        // An unbound pool on two CPUs: three before the monitor has seen spare CPU.
+        assert!(may_create_worker(2, 3, 0, false));
+        assert!(!may_create_worker(3, 3, 0, false));
     }
 
     #[test]
@@ -627,6 +650,12 @@ mod tests {
         x.nr_running = 3;
         x.nr_active = 3;
         assert!(!keep_working(x));
+        // With CPU to spare (the monitor's last sample), unmanaged as in Linux.
+        x.unmanaged = true;
+        assert!(need_more_worker(x));
+        assert!(keep_working(x));
+        x.worklist_empty = true;
+        assert!(!need_more_worker(x));
     }
 
     #[test]
