@@ -131,6 +131,8 @@ pub(crate) struct PoolSample {
     util_ewma: u64,
     /// Where the next window of `/proc` reads starts among the candidates.
     cursor: usize,
+    /// Consecutive samples (with a measured interval) in which the pool was busy.
+    busy_samples: u32,
 }
 
 /// The control law's decision for one sample, pure over what was measured (unit-tested).
@@ -239,6 +241,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     // Counted workers that may be asleep: stalled since the last sample, or new since then.
     let mut maybe_asleep = Vec::new();
     let mut hogs = Vec::new();
+    // Whose progress is watched: counted workers, and on unbound pools (where none counts)
+    // every busy one outside the CPU-intensive set (for telling spare CPU from preemption).
+    let unbound = pool.is_unbound();
+    let watched = |r: &Reading| r.counted || (unbound && r.busy && !r.intensive);
     for r in &read {
         let prev = s.workers.get(&r.id).copied().filter(|p| p.tid == r.tid);
         let same_epoch = prev.filter(|p| p.epoch == r.epoch);
@@ -255,10 +261,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
             if !r.intensive {
                 used_managed += delta;
             }
-            if r.counted && (same_epoch.is_none() || delta < el / 4) {
+            if watched(r) && (same_epoch.is_none() || delta < el / 4) {
                 maybe_asleep.push(r.tid);
             }
-        } else if r.counted {
+        } else if watched(r) {
             maybe_asleep.push(r.tid);
         }
         if r.counted
@@ -308,6 +314,13 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         return busy;
     };
     let used_permille = (used.as_nanos() * 1000 / el.as_nanos()) as u64;
+    // The first measured interval of a burst includes its start-up (CPUs partly idle while
+    // the first items are picked up): spare CPU counts only from the second one on.
+    s.busy_samples = if nr_busy > 0 || waiting {
+        s.busy_samples.saturating_add(1)
+    } else {
+        0
+    };
     // The saturation gate follows an asymmetric average: it rises to a busy sample at once
     // (a CPU-bound burst closes the gate in its first sample) and decays by a quarter per
     // sample (one sample in which every worker happened to sleep must not open it).
@@ -316,7 +329,30 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let cpus = pool.attrs.cpumask.len().max(1) as u64;
     let saturated = s.util_ewma >= SATURATED_PERMILLE * cpus;
     let per_cpu_permille = used_permille / cpus;
+    // Counted workers that used the CPU during the interval.
+    let progressing = counted_total.saturating_sub(maybe_asleep.len());
     let nr_hinted = c.nr_active - c.nr_running;
+    // An unbound pool may have spare CPU: busy, and its CPUs not saturated.
+    let maybe_spare = unbound && s.busy_samples >= 2 && !saturated;
+    // Reading /proc costs a few µs: only when the answer could grow the target or tell spare
+    // CPU from preemption, and for at most PROC_READS workers.
+    let grow_possible = waiting && c.nr_active >= c.target && per_cpu_permille < SATURATED_PERMILLE;
+    let detected =
+        if cfg.detect_blocking && (grow_possible || maybe_spare) && !maybe_asleep.is_empty() {
+            count_asleep(&maybe_asleep, &mut s.cursor)
+        } else {
+            0
+        };
+    // ... unless a runner that made no progress is not asleep either: it was preempted, so
+    // other processes use the CPUs and more runners of ours would only compete with them.
+    let spare = maybe_spare && detected >= maybe_asleep.len();
+    if unbound {
+        // No concurrency management on unbound pools (as in Linux): the saturation gate only.
+        let mut g = pool.locked.lock();
+        g.cpu_saturated = saturated;
+        g.cm_spare_cpu = spare;
+        return busy;
+    }
     let new_target = if cfg.detect_blocking {
         next_target(Observation {
             waiting,
@@ -324,16 +360,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
             base: c.base,
             target: c.target,
             used_permille: per_cpu_permille,
-            // Reading /proc costs a few µs: only when the answer could grow the target, and
-            // for at most PROC_READS workers.
-            asleep: nr_hinted
-                + if waiting && c.nr_active >= c.target && per_cpu_permille < SATURATED_PERMILLE {
-                    count_asleep(&maybe_asleep, &mut s.cursor)
-                } else {
-                    0
-                },
+            asleep: nr_hinted + if grow_possible { detected } else { 0 },
             cap: cfg.max_workers_per_pool,
-            progressing: counted_total.saturating_sub(maybe_asleep.len()),
+            progressing,
         })
     } else {
         c.target
@@ -341,9 +370,6 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
 
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
-    // Spare CPU is known only from a sample in which the pool had work: after an idle
-    // period a burst is managed until a sample says otherwise.
-    g.cm_spare_cpu = g.cm_unbound && (nr_busy > 0 || waiting) && !saturated;
     for (id, epoch) in hogs {
         let Some(w) = g.workers.get(id).and_then(Option::as_ref) else {
             continue;
@@ -476,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unbound_base_is_the_floor_and_counts_one_runner_per_cpu() {
+    fn a_base_above_one_is_the_floor_and_counts_one_runner_per_cpu() {
         let base2 = |mut o: Observation| {
             o.base = 2;
             o

@@ -45,7 +45,7 @@ pub(crate) mod flags {
     /// Worker of an unbound pool: never counts in `nr_running`.
     pub(crate) const UNBOUND: u32 = 1 << 7;
     /// Flags that keep a worker out of `nr_running`.
-    pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE;
+    pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND;
 }
 
 /// Whether a worker is asleep as far as concurrency management knows.
@@ -119,12 +119,12 @@ pub(crate) struct PoolLocked {
     /// The monitor saw this pool's busy workers use at least 90% of its CPU in the last sample
     /// (per-CPU pools only): the manager makes no new spares meanwhile.
     pub(crate) cpu_saturated: bool,
-    /// Unbound pools only: the monitor saw the pool busy and its CPUs below saturation in its
-    /// last sample. Items then start at once, as Linux runs unbound items (no concurrency
-    /// management); while the CPUs are saturated (or nothing is known yet) the pool is managed
-    /// like a per-CPU one, with one runner per CPU.
+    /// Unbound pools only: the monitor saw the pool busy, its CPUs below saturation and none
+    /// of its workers preempted in its last two samples. Until then the pool makes no more
+    /// workers than one per CPU and a spare (its saturation gate is closed).
     pub(crate) cm_spare_cpu: bool,
-    /// An unbound pool.
+    /// An unbound pool: as in Linux, no concurrency management (every waiting item may
+    /// start), its workers limited by the saturation gate only.
     pub(crate) cm_unbound: bool,
     /// When worker creation started failing (cleared by a success).
     pub(crate) creation_failed_since: Option<Instant>,
@@ -164,8 +164,8 @@ pub(crate) struct Counters {
     pub(crate) base: usize,
     /// Concurrency target (`base` in the kernel).
     pub(crate) target: usize,
-    /// An unbound pool with CPU to spare: every waiting item may start (Linux's unbound
-    /// pools, which have no concurrency management).
+    /// An unbound pool: every waiting item may start (Linux's unbound pools have no
+    /// concurrency management).
     pub(crate) unmanaged: bool,
 }
 
@@ -219,7 +219,7 @@ impl PoolLocked {
             nr_active: self.nr_running + self.nr_hinted,
             base: self.cm_base,
             target: self.cm_target,
-            unmanaged: self.cm_spare_cpu,
+            unmanaged: self.cm_unbound,
         }
     }
 
@@ -638,7 +638,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unbound_base_lets_one_runner_per_cpu() {
+    fn a_base_above_one_lets_that_many_run() {
         let mut x = c(1, 1, 3, 1);
         x.base = 2;
         x.target = 2;
@@ -650,7 +650,7 @@ mod tests {
         x.nr_running = 3;
         x.nr_active = 3;
         assert!(!keep_working(x));
-        // With CPU to spare (the monitor's last sample), unmanaged as in Linux.
+        // An unbound pool (unmanaged, as in Linux): every waiting item may start.
         x.unmanaged = true;
         assert!(need_more_worker(x));
         assert!(keep_working(x));

@@ -1,6 +1,6 @@
-//! Concurrency management of unbound pools (a difference from Linux, see DESIGN.md):
-//! CPU-bound items stay near one worker per CPU, sleeping items still overlap, and the monitor
-//! parks once the pools are idle.
+//! Unbound pools (no concurrency management, as in Linux) and their saturation gate, which
+//! goes further than Linux (see DESIGN.md): CPU-bound items stay near one worker per CPU,
+//! sleeping items still overlap, and the monitor parks once the pools are idle.
 
 mod common;
 
@@ -73,8 +73,8 @@ fn cpu_bound_unbound_items_stay_near_one_worker_per_cpu() {
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
-    // One runner per CPU and a spare, plus slack for a sample or two of start-up. Linux's
-    // unmanaged unbound pools (and this crate before the saturation gate) made dozens.
+    // One worker per CPU and a spare until the monitor has seen spare CPU, plus slack. A pool
+    // that makes a worker whenever none is idle (Linux) makes dozens.
     assert!(
         peak <= cpus + 4,
         "400 CPU-bound items made {peak} unbound workers on {cpus} CPUs"
