@@ -556,7 +556,7 @@ fn main() {
         }
     }
 
-    let goals = goals::goals(&results, cores);
+    let goals = goals::goals(&results, cores, &params);
     if !goals.is_empty() {
         println!();
         println!("== goals ==");
