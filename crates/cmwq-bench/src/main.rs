@@ -482,10 +482,11 @@ fn main() {
         sys::cpu_model()
     );
     println!(
-        "scale: {} ({} repetitions; W6 at most 3); spin calibration {:.1} iterations/us",
+        "scale: {} ({} repetitions; W6 at most 3); spin calibration {:.1} iterations/us per core with all {cores} cores spinning ({:.1} with one)",
         if args.quick { "quick" } else { "full" },
         reps,
-        spin.iters_per_us
+        spin.iters_per_us,
+        Spin::measure(1)
     );
     println!(
         "params: {}",

@@ -155,21 +155,46 @@ fn spin_iters(n: u64) -> u64 {
 }
 
 impl Spin {
-    /// Times a fixed loop several times and keeps the fastest run (the least disturbed one).
+    /// Times a fixed loop on every core at once, several times, and keeps the fastest round
+    /// (the least disturbed one). All cores spin together because the workloads keep all
+    /// cores busy, and a core may run the loop slower while its siblings are busy (SMT,
+    /// shared caches, frequency limits); the run prints both rates.
     pub fn calibrate() -> Spin {
+        Spin {
+            iters_per_us: Self::measure(cores()),
+        }
+    }
+
+    /// Iterations per microsecond of one of `threads` threads spinning at once (the mean of
+    /// the threads, in the fastest of 9 rounds).
+    pub fn measure(threads: usize) -> f64 {
         let n = 2_000_000_u64;
-        spin_iters(n / 4);
+        let threads = threads.max(1);
+        let barrier = std::sync::Barrier::new(threads);
         let best = (0..9)
             .map(|_| {
-                let t = Instant::now();
-                spin_iters(black_box(n));
-                t.elapsed()
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|_| {
+                            s.spawn(|| {
+                                spin_iters(n / 4);
+                                barrier.wait();
+                                let t = Instant::now();
+                                spin_iters(black_box(n));
+                                t.elapsed()
+                            })
+                        })
+                        .collect();
+                    let total: Duration = handles
+                        .into_iter()
+                        .map(|h| h.join().expect("calibration thread"))
+                        .sum();
+                    total / threads as u32
+                })
             })
             .min()
             .unwrap_or(Duration::from_millis(1));
-        Spin {
-            iters_per_us: n as f64 / (best.as_nanos() as f64 / 1000.0),
-        }
+        n as f64 / (best.as_nanos() as f64 / 1000.0)
     }
 
     pub fn iters_for(&self, d: Duration) -> u64 {

@@ -1,21 +1,26 @@
 //! Concurrency management: the user-space stand-in for the scheduler's
 //! `wq_worker_sleeping`/`wq_worker_running` hooks, and CPU-hog detection.
 //!
-//! A worker of a per-CPU pool counts in the pool's `nr_running` while it processes items; the
-//! pool lets at most `cm_target` of them run (1, the kernel's rule, unless the monitor raised
-//! it). Two paths tell the pool that a running worker sleeps:
+//! A worker of a per-CPU pool counts in the pool's `nr_running` while it processes items, and
+//! in `nr_hinted` while it sleeps inside [`blocking`]. The pool lets one worker run (the
+//! kernel's rule) or, once the monitor raised `cm_target`, hold up to `cm_target` items
+//! running or asleep. Two paths tell the pool that a running worker sleeps:
 //!
 //! * **Exact** — [`blocking`]: the worker leaves `nr_running` for the duration of the call and,
-//!   if that leaves work waiting with too few running, the most recently idle worker is woken
+//!   if that leaves work waiting with nobody running, the most recently idle worker is woken
 //!   at once (it makes a new spare if it was the last idle one).
 //! * **Automatic** — [`sample_pool`], run by the monitor thread on an adaptive interval. It
-//!   reads the CPU clock of each busy worker; when work waits and the pool is at its target
-//!   and not saturated, it reads the scheduler state of the running workers that made no
-//!   progress (`S`/`D` in `/proc/self/task/<tid>/stat` is asleep; a runnable but preempted
-//!   worker is `R` and does not count). The target becomes one plus the sleepers (the kernel's
-//!   rule, seen by sampling), or doubles when every counted worker sleeps and the CPU is
-//!   mostly idle. It shrinks by a quarter per sample while the pool uses at least 90% of its
-//!   CPU with two or more workers competing for it, or while nothing waits. See DESIGN.md for the law, its constants and its cost.
+//!   reads the CPU clock of every worker that ran since the last sample; when work waits and
+//!   the pool is at its target and not saturated, it reads the scheduler state of the counted
+//!   workers that made no progress (`S`/`D` in `/proc/self/task/<tid>/stat` is asleep; a
+//!   runnable but preempted worker is `R` and does not count). The target becomes one plus
+//!   the sleepers, hinted or seen (the kernel's rule, seen by sampling), or doubles when
+//!   nobody runs and the CPU is mostly idle. It shrinks by a quarter per sample while the pool
+//!   uses at least 90% of its CPU with more workers than CPUs competing for it, or while
+//!   nothing waits. See DESIGN.md for the law, its constants and its cost.
+//!
+//! Unbound pools are not concurrency-managed (as in Linux); the samples drive their creation
+//! gate only.
 //!
 //! The same samples detect CPU hogs: an item that has used `cpu_intensive_thresh` of CPU since
 //! it started or last slept is marked CPU-intensive (it leaves `nr_running` until it ends), as
