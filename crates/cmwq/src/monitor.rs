@@ -1,11 +1,11 @@
-//! The monitor thread: samples busy per-CPU pools for concurrency management (blocked workers
-//! and CPU hogs), retries worker creation after failures, calls the rescuers (mayday), and
-//! reaps idle workers. It stands in for the kernel's scheduler tick, idle timers and mayday
+//! The monitor thread: samples busy pools for concurrency management (blocked workers and CPU
+//! hogs of per-CPU pools, the creation gates of all), retries worker creation after failures,
+//! calls the rescuers (mayday), and reaps idle workers. It stands in for the kernel's scheduler tick, idle timers and mayday
 //! timers.
 //!
 //! Its interval adapts: `monitor_interval` (1 ms by default) while a pool is changing, four
 //! times that while pools are busy but steady, and while every pool is idle it parks until a
-//! worker of a per-CPU pool starts processing (or the next reaping period).
+//! worker starts processing (or the next reaping period).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +103,7 @@ fn run() {
             std::thread::sleep(interval);
         } else {
             // Forget stale samples: the next busy period starts fresh, and unbound pools
-            // start it managed.
+            // start it with their creation gate closed (spare CPU not yet seen).
             samples.clear();
             for p in &pools {
                 p.locked.lock().cm_spare_cpu = false;
