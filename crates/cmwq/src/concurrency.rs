@@ -124,6 +124,8 @@ struct Reading {
     busy: bool,
     /// Busy and counted in `nr_running`.
     counted: bool,
+    /// Busy and under concurrency management: counted, or asleep in `blocking()`.
+    managed: bool,
     intensive: bool,
 }
 
@@ -230,6 +232,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                     cpu,
                     busy,
                     counted: busy && w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake,
+                    managed: busy && w.flags & flags::NOT_RUNNING == 0,
                     intensive: w.flags & flags::CPU_INTENSIVE != 0,
                 });
             }
@@ -272,7 +275,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         } else if watched(r) {
             maybe_asleep.push(r.tid);
         }
-        if r.counted
+        // A worker inside `blocking()` that keeps using the CPU is not asleep: it is a hog
+        // like any other (and, unmarked, would hold back the workers its pool needs).
+        if r.managed
             && !cfg.cpu_intensive_thresh.is_zero()
             && r.cpu.saturating_sub(base) >= cfg.cpu_intensive_thresh
         {
@@ -379,7 +384,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         let Some(w) = g.workers.get(id).and_then(Option::as_ref) else {
             continue;
         };
-        if w.epoch != epoch || w.flags & flags::NOT_RUNNING != 0 || w.sleep != Sleep::Awake {
+        if w.epoch != epoch || w.flags & flags::NOT_RUNNING != 0 {
             continue;
         }
         let slot = w.current.map(|(_, slot)| slot);

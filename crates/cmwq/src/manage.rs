@@ -132,6 +132,8 @@ const READY_READS: usize = 2;
 /// until then the pool looks as if nobody could use the CPU. A new worker would only queue
 /// behind it, so the manager makes none. Reads the state of the [`READY_READS`] longest
 /// sleepers (the likeliest to have woken) with the pool lock dropped; false for unbound pools.
+/// Workers marked CPU-intensive are left out: one that spins inside `blocking()` is marked
+/// by the monitor's hog detection, and must not keep the pool from making workers.
 pub(crate) fn sleeper_ready(pool: &WorkerPool, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
     if pool.cpu.is_none() {
         return false;
@@ -140,6 +142,7 @@ pub(crate) fn sleeper_ready(pool: &WorkerPool, g: &mut MutexGuard<'_, PoolLocked
         .workers
         .iter()
         .flatten()
+        .filter(|w| w.flags & flags::CPU_INTENSIVE == 0)
         .filter_map(|w| match w.sleep {
             Sleep::Hinted(since) => Some((since, w.tid)),
             Sleep::Awake => None,

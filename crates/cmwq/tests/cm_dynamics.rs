@@ -177,3 +177,47 @@ fn an_idle_pool_shrinks_to_its_floor() {
         "shrinking took {took:?}"
     );
 }
+
+#[test]
+fn items_spinning_inside_blocking_do_not_starve_the_item_they_wait_for() {
+    // Workers that spin (or yield in a loop) inside `blocking()` look asleep to concurrency
+    // management but keep their CPU busy and runnable: the saturation gate and the "a woken
+    // sleeper is about to run" check both hold creation back. The item they wait for must
+    // still get a worker (after a bounded delay), never wait for ever.
+    let _g = setup();
+    let cpu = cmwq::online_cpus()[0];
+    let wq = Workqueue::new("dyn_spin_hint", WqFlags::empty(), 0).unwrap();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    // More spinners than the pool has workers, so the last ones need new workers too.
+    let n = pool_threads(cpu) + 2;
+    let spinners: Vec<Work> = (0..n)
+        .map(|_| {
+            let (release, gave_up) = (release.clone(), gave_up.clone());
+            Work::new(move |_| {
+                cmwq::blocking(|| {
+                    let t = Instant::now();
+                    while !release.load(Ordering::Acquire) {
+                        if t.elapsed() > DEADLINE {
+                            gave_up.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+        })
+        .collect();
+    let r = release.clone();
+    let releaser = Work::new(move |_| r.store(true, Ordering::Release));
+    for w in &spinners {
+        wq.queue_on(cpu, w).unwrap();
+    }
+    wq.queue_on(cpu, &releaser).unwrap();
+    wq.flush();
+    assert_eq!(
+        gave_up.load(Ordering::Relaxed),
+        0,
+        "{n} spinners waited {DEADLINE:?} for an item queued behind them"
+    );
+}
