@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::config;
-use crate::pool::{flags, kick_pool, Kick, Sleep, WorkerPool};
+use crate::pool::{flags, kick_pool, Kick, PoolLocked, Sleep, WorkerPool};
 use crate::{topology, worker};
 
 /// Runs `f`, telling concurrency management that the calling worker sleeps meanwhile.
@@ -277,7 +277,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         }
         // A worker inside `blocking()` that keeps using the CPU is not asleep: it is a hog
         // like any other (and, unmarked, would hold back the workers its pool needs).
-        if r.managed
+        if (r.managed || (unbound && r.busy && !r.intensive))
             && !cfg.cpu_intensive_thresh.is_zero()
             && r.cpu.saturating_sub(base) >= cfg.cpu_intensive_thresh
         {
@@ -361,6 +361,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         let mut g = pool.locked.lock();
         g.cpu_saturated = saturated;
         g.cm_spare_cpu = spare;
+        // Not for concurrency (unbound workers never count) but for the creation gate, whose
+        // floor grows with CPU-intensive workers: items that spin waiting for an item queued
+        // behind them must not keep it from getting a worker.
+        mark_hogs(&mut g, &hogs);
         return busy;
     }
     let new_target = if cfg.detect_blocking {
@@ -380,11 +384,19 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
 
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
-    for (id, epoch) in hogs {
+    mark_hogs(&mut g, &hogs);
+    g.cm_target = new_target.max(g.cm_base);
+    let _ = kick_pool(&mut g);
+    busy
+}
+
+/// Marks the sampled CPU hogs CPU-intensive (those still running the sampled item).
+fn mark_hogs(g: &mut PoolLocked, hogs: &[(usize, u64)]) {
+    for &(id, epoch) in hogs {
         let Some(w) = g.workers.get(id).and_then(Option::as_ref) else {
             continue;
         };
-        if w.epoch != epoch || w.flags & flags::NOT_RUNNING != 0 {
+        if w.epoch != epoch || w.flags & (flags::PREP | flags::CPU_INTENSIVE) != 0 {
             continue;
         }
         let slot = w.current.map(|(_, slot)| slot);
@@ -396,13 +408,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                 target: "cmwq",
                 workqueue = %p.wq.name,
                 "work item hogged CPU for more than {:?}: marked CPU-intensive (consider a CPU_INTENSIVE or UNBOUND workqueue)",
-                cfg.cpu_intensive_thresh
+                config().cpu_intensive_thresh
             );
         }
     }
-    g.cm_target = new_target.max(g.cm_base);
-    let _ = kick_pool(&mut g);
-    busy
 }
 
 /// Most `/proc/self/task/<tid>/stat` reads per pool and sample.

@@ -137,3 +137,43 @@ fn the_monitor_parks_while_unbound_pools_are_idle() {
     // of one runner per CPU read as "raised") uses all of the 600 ms: ~60 ticks at 100 Hz.
     assert!(used <= 10, "idle monitor used {used} clock ticks in 600 ms");
 }
+
+#[test]
+fn unbound_items_spinning_for_a_later_item_do_not_starve_it() {
+    // More items than the gate's floor (one worker per CPU and a spare) spin, keeping the CPUs
+    // saturated, until an item queued behind them runs. Linux would make a worker for it; the
+    // gate must not refuse one for ever (the spinners become CPU-intensive, which raises it).
+    let _g = serial();
+    let wq = Workqueue::new("unbound_spin_wait", WqFlags::UNBOUND, 0).unwrap();
+    let n = cmwq::online_cpus().len() + 3;
+    let release = Arc::new(AtomicBool::new(false));
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    let spinners: Vec<Work> = (0..n)
+        .map(|_| {
+            let (release, gave_up) = (release.clone(), gave_up.clone());
+            Work::new(move |_| {
+                let t = Instant::now();
+                while !release.load(Ordering::Acquire) {
+                    if t.elapsed() > common::DEADLINE {
+                        gave_up.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let r = release.clone();
+    let releaser = Work::new(move |_| r.store(true, Ordering::Release));
+    for w in &spinners {
+        wq.queue(w);
+    }
+    wq.queue(&releaser);
+    wq.flush();
+    assert_eq!(
+        gave_up.load(Ordering::Relaxed),
+        0,
+        "{n} spinners waited {:?} for an item queued behind them",
+        common::DEADLINE
+    );
+}
