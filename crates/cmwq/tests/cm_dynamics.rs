@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use cmwq::{Work, Workqueue, WqFlags};
-use common::{wait_until, DEADLINE};
+use common::{burn, wait_until, DEADLINE};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const IDLE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -24,13 +24,6 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
         .expect("configure before first use");
     });
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn burn(d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        std::hint::spin_loop();
-    }
 }
 
 /// Worker threads of the normal per-CPU pool of `cpu` (named `kworker/<cpu>:<n>`).
@@ -187,36 +180,16 @@ fn items_spinning_inside_blocking_do_not_starve_the_item_they_wait_for() {
     let _g = setup();
     let cpu = cmwq::online_cpus()[0];
     let wq = Workqueue::new("dyn_spin_hint", WqFlags::empty(), 0).unwrap();
-    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gave_up = Arc::new(AtomicUsize::new(0));
     // More spinners than the pool has workers, so the last ones need new workers too.
     let n = pool_threads(cpu) + 2;
-    let spinners: Vec<Work> = (0..n)
-        .map(|_| {
-            let (release, gave_up) = (release.clone(), gave_up.clone());
-            Work::new(move |_| {
-                cmwq::blocking(|| {
-                    let t = Instant::now();
-                    while !release.load(Ordering::Acquire) {
-                        if t.elapsed() > DEADLINE {
-                            gave_up.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        std::hint::spin_loop();
-                    }
-                })
-            })
-        })
-        .collect();
-    let r = release.clone();
-    let releaser = Work::new(move |_| r.store(true, Ordering::Release));
-    for w in &spinners {
+    let spinners = common::spinners(n, true);
+    for w in &spinners.items {
         wq.queue_on(cpu, w).unwrap();
     }
-    wq.queue_on(cpu, &releaser).unwrap();
+    wq.queue_on(cpu, &spinners.releaser).unwrap();
     wq.flush();
     assert_eq!(
-        gave_up.load(Ordering::Relaxed),
+        spinners.gave_up.load(Ordering::Relaxed),
         0,
         "{n} spinners waited {DEADLINE:?} for an item queued behind them"
     );

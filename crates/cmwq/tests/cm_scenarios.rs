@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cmwq::{Work, Workqueue, WqFlags};
+use common::burn;
 
 const UNIT: Duration = Duration::from_millis(20); // the documentation's 5 ms
 /// Slack for "starts once both are done": scheduling latency on a noisy machine.
@@ -32,13 +33,6 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
         .expect("configure before first use");
     });
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn burn(d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        std::hint::spin_loop();
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -9,19 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cmwq::{Work, Workqueue, WqFlags};
-use common::wait_until;
+use common::{burn, wait_until};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn burn(d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        std::hint::spin_loop();
-    }
 }
 
 /// Threads whose name starts with `prefix`.
@@ -146,32 +139,14 @@ fn unbound_items_spinning_for_a_later_item_do_not_starve_it() {
     let _g = serial();
     let wq = Workqueue::new("unbound_spin_wait", WqFlags::UNBOUND, 0).unwrap();
     let n = cmwq::online_cpus().len() + 3;
-    let release = Arc::new(AtomicBool::new(false));
-    let gave_up = Arc::new(AtomicUsize::new(0));
-    let spinners: Vec<Work> = (0..n)
-        .map(|_| {
-            let (release, gave_up) = (release.clone(), gave_up.clone());
-            Work::new(move |_| {
-                let t = Instant::now();
-                while !release.load(Ordering::Acquire) {
-                    if t.elapsed() > common::DEADLINE {
-                        gave_up.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    std::hint::spin_loop();
-                }
-            })
-        })
-        .collect();
-    let r = release.clone();
-    let releaser = Work::new(move |_| r.store(true, Ordering::Release));
-    for w in &spinners {
+    let spinners = common::spinners(n, false);
+    for w in &spinners.items {
         wq.queue(w);
     }
-    wq.queue(&releaser);
+    wq.queue(&spinners.releaser);
     wq.flush();
     assert_eq!(
-        gave_up.load(Ordering::Relaxed),
+        spinners.gave_up.load(Ordering::Relaxed),
         0,
         "{n} spinners waited {:?} for an item queued behind them",
         common::DEADLINE

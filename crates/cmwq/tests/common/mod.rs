@@ -334,3 +334,53 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Spins (CPU work, not a sleep) for `d` of wall time.
+pub fn burn(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// Items that spin until a releaser item runs (each gives up after [`DEADLINE`] and counts it
+/// in `gave_up`): the shape of an item waiting, without sleeping, for one queued behind it.
+pub struct Spinners {
+    pub items: Vec<cmwq::Work>,
+    pub releaser: cmwq::Work,
+    pub gave_up: Arc<AtomicUsize>,
+}
+
+/// `n` spinners, each inside `cmwq::blocking` if `hinted`.
+pub fn spinners(n: usize, hinted: bool) -> Spinners {
+    let release = Arc::new(AtomicBool::new(false));
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    let items = (0..n)
+        .map(|_| {
+            let (release, gave_up) = (release.clone(), gave_up.clone());
+            cmwq::Work::new(move |_| {
+                let spin = || {
+                    let t = Instant::now();
+                    while !release.load(Ordering::Acquire) {
+                        if t.elapsed() > DEADLINE {
+                            gave_up.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        std::hint::spin_loop();
+                    }
+                };
+                if hinted {
+                    cmwq::blocking(spin)
+                } else {
+                    spin()
+                }
+            })
+        })
+        .collect();
+    let releaser = cmwq::Work::new(move |_| release.store(true, Ordering::Release));
+    Spinners {
+        items,
+        releaser,
+        gave_up,
+    }
+}
