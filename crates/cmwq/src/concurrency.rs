@@ -249,10 +249,11 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     // Counted workers that may be asleep: stalled since the last sample, or new since then.
     let mut maybe_asleep = Vec::new();
     let mut hogs = Vec::new();
-    // Whose progress is watched: counted workers, and on unbound pools (where none counts)
-    // every busy one outside the CPU-intensive set (for telling spare CPU from preemption).
+    // Unbound workers never count; their busy ones outside the CPU-intensive set are watched
+    // instead: for telling spare CPU from preemption, and for CPU hogs (the gate's floor).
     let unbound = pool.is_unbound();
-    let watched = |r: &Reading| r.counted || (unbound && r.busy && !r.intensive);
+    let unbound_busy = |r: &Reading| unbound && r.busy && !r.intensive;
+    let watched = |r: &Reading| r.counted || unbound_busy(r);
     for r in &read {
         let prev = s.workers.get(&r.id).copied().filter(|p| p.tid == r.tid);
         let same_epoch = prev.filter(|p| p.epoch == r.epoch);
@@ -277,7 +278,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         }
         // A worker inside `blocking()` that keeps using the CPU is not asleep: it is a hog
         // like any other (and, unmarked, would hold back the workers its pool needs).
-        if (r.managed || (unbound && r.busy && !r.intensive))
+        if (r.managed || unbound_busy(r))
             && !cfg.cpu_intensive_thresh.is_zero()
             && r.cpu.saturating_sub(base) >= cfg.cpu_intensive_thresh
         {
