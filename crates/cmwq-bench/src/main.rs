@@ -481,12 +481,14 @@ fn main() {
         "machine: {cores} cores, {}; load average at start {load_start}",
         sys::cpu_model()
     );
+    let one = Spin::measure(1);
     println!(
-        "scale: {} ({} repetitions; W6 at most 3); spin calibration {:.1} iterations/us per core with all {cores} cores spinning ({:.1} with one)",
+        "scale: {} ({} repetitions; W6 at most 3); spin calibration {:.1} iterations/us per core, the median of 9 rounds with all {cores} cores spinning (one core: median {:.1}, fastest {:.1})",
         if args.quick { "quick" } else { "full" },
         reps,
         spin.iters_per_us,
-        Spin::measure(1)
+        one.median,
+        one.fastest
     );
     println!(
         "params: {}",

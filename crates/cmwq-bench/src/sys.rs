@@ -138,6 +138,13 @@ impl Sampler {
     }
 }
 
+/// Spin rates measured by [`Spin::measure`], in iterations per microsecond.
+#[derive(Clone, Copy, Debug)]
+pub struct Rates {
+    pub median: f64,
+    pub fastest: f64,
+}
+
 /// A calibrated CPU spin loop.
 #[derive(Clone, Copy, Debug)]
 pub struct Spin {
@@ -155,23 +162,24 @@ fn spin_iters(n: u64) -> u64 {
 }
 
 impl Spin {
-    /// Times a fixed loop on every core at once, several times, and keeps the fastest round
-    /// (the least disturbed one). All cores spin together because the workloads keep all
-    /// cores busy, and a core may run the loop slower while its siblings are busy (SMT,
-    /// shared caches, frequency limits); the run prints both rates.
+    /// Times a fixed loop on every core at once, 9 rounds, and keeps the median round. All
+    /// cores spin together because the workloads keep all cores busy, and a core may run the
+    /// loop slower while its siblings are busy (SMT, shared caches, frequency limits). The
+    /// median, not the fastest round, so that one lucky round does not set the lower bounds
+    /// (on this project's 2-core machine the two differ by under 1%).
     pub fn calibrate() -> Spin {
         Spin {
-            iters_per_us: Self::measure(cores()),
+            iters_per_us: Self::measure(cores()).median,
         }
     }
 
     /// Iterations per microsecond of one of `threads` threads spinning at once (the mean of
-    /// the threads, in the fastest of 9 rounds).
-    pub fn measure(threads: usize) -> f64 {
+    /// the threads per round), over 9 rounds.
+    pub fn measure(threads: usize) -> Rates {
         let n = 2_000_000_u64;
         let threads = threads.max(1);
         let barrier = std::sync::Barrier::new(threads);
-        let best = (0..9)
+        let mut rounds: Vec<Duration> = (0..9)
             .map(|_| {
                 std::thread::scope(|s| {
                     let handles: Vec<_> = (0..threads)
@@ -192,9 +200,13 @@ impl Spin {
                     total / threads as u32
                 })
             })
-            .min()
-            .unwrap_or(Duration::from_millis(1));
-        n as f64 / (best.as_nanos() as f64 / 1000.0)
+            .collect();
+        rounds.sort();
+        let rate = |d: Duration| n as f64 / (d.as_nanos().max(1) as f64 / 1000.0);
+        Rates {
+            median: rate(rounds[rounds.len() / 2]),
+            fastest: rate(rounds[0]),
+        }
     }
 
     pub fn iters_for(&self, d: Duration) -> u64 {
