@@ -48,6 +48,10 @@ struct Args {
     /// variants; without it the engine's default (the kernel's 300 s) is in force.
     #[arg(long)]
     cmwq_idle_timeout_ms: Option<u64>,
+    /// Instead of the workloads: print the spin rate (all cores, median of 9 rounds) every 5 s
+    /// for this many seconds, to see how steady the machine's speed is.
+    #[arg(long)]
+    spin_drift: Option<u64>,
     /// Internal: run one variant (`W3:2`) in this process and write its result to `--child-out`.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -405,6 +409,10 @@ fn write_plots(dir: &Path, w: Workload, traces: &[(String, Vec<(f64, f64)>)]) {
 fn main() {
     let args = Args::parse();
     let cores = sys::cores();
+    if let Some(secs) = args.spin_drift {
+        sys::spin_drift(Duration::from_secs(secs));
+        return;
+    }
     let mut params = if args.quick {
         Params::quick()
     } else {

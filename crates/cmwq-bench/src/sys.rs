@@ -219,6 +219,30 @@ impl Spin {
     }
 }
 
+/// Prints the all-core spin rate every 5 s for `total`, and its range at the end.
+pub fn spin_drift(total: Duration) {
+    let t0 = Instant::now();
+    let (mut lo, mut hi) = (f64::MAX, 0.0_f64);
+    while t0.elapsed() < total {
+        let r = Spin::measure(cores());
+        lo = lo.min(r.median);
+        hi = hi.max(r.median);
+        println!(
+            "{:6.1} s  median {:.1}  fastest {:.1} iterations/us per core",
+            t0.elapsed().as_secs_f64(),
+            r.median,
+            r.fastest
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    if hi > 0.0 {
+        println!(
+            "range of the medians: {lo:.1} - {hi:.1} ({:.1}% of the lowest)",
+            (hi - lo) / lo * 100.0
+        );
+    }
+}
+
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
