@@ -103,7 +103,12 @@ impl Workload {
                 "voluntary cs",
                 "involuntary cs",
             ],
-            Workload::W4 => &["makespan ms", "x CPU/cores", "peak threads"],
+            Workload::W4 => &[
+                "makespan ms",
+                "x CPU/cores",
+                "x used CPU/cores",
+                "peak threads",
+            ],
             Workload::W5 => &["p50 us", "p99 us", "p99.9 us", "max us", "probes"],
             Workload::W6 => &[
                 "burst ms",

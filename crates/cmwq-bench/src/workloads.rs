@@ -439,9 +439,14 @@ pub fn cpu_bound(
     };
     let po = probe.stop(t0);
     let lb = w4_lower_bound(p, cores);
+    // The same against the CPU the process really used (every thread but the sampler):
+    // immune to the machine's speed drifting from the start-up calibration, it shows how
+    // much of the makespan the cores were not working (idle, or waiting on each other).
+    let used = po.cs.cpu.as_secs_f64() / cores as f64;
     out.metrics.extend([
         ("makespan ms", ms(makespan)),
         ("x CPU/cores", makespan.as_secs_f64() / lb.as_secs_f64()),
+        ("x used CPU/cores", makespan.as_secs_f64() / used.max(1e-9)),
         ("peak threads", po.peak),
         ("voluntary cs", po.cs.voluntary as f64),
         ("involuntary cs", po.cs.involuntary as f64),
