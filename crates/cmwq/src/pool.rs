@@ -109,15 +109,17 @@ pub(crate) struct PoolLocked {
     pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
     /// The pool is being destroyed: no more workers are made.
     pub(crate) destroying: bool,
-    /// The kernel's rule: how many workers may run at once (1 for a per-CPU pool, one per
-    /// CPU of the cpumask for an unbound pool).
+    /// The kernel's rule: how many workers may run at once. 1 for a per-CPU pool; for an
+    /// unbound pool (not concurrency-managed) the number of CPUs of its cpumask, the base of
+    /// its creation gate.
     pub(crate) cm_base: usize,
     /// Concurrency target (at least `cm_base`): how many workers may hold items (running or
     /// asleep) at once beyond the base rule. The monitor raises it while the pool's workers
     /// sleep and its CPUs idle with work waiting; see `need_more_worker`.
     pub(crate) cm_target: usize,
-    /// The monitor saw this pool's busy workers use at least 90% of its CPU in the last sample
-    /// (per-CPU pools only): the manager makes no new spares meanwhile.
+    /// The monitor's moving average of the pool's workers' CPU use is at least
+    /// `SATURATED_PERMILLE` of its CPUs: a per-CPU pool's manager makes no new spares
+    /// meanwhile (unbound pools use `cm_spare_cpu` instead).
     pub(crate) cpu_saturated: bool,
     /// Unbound pools only: the monitor saw the pool busy, its CPUs below saturation and none
     /// of its workers preempted in its last two samples. Until then the pool makes no more
