@@ -99,6 +99,7 @@ impl Workload {
             Workload::W3 => &[
                 "makespan ms",
                 "x lower bound",
+                "x sleep + used CPU/cores",
                 "peak threads",
                 "voluntary cs",
                 "involuntary cs",

@@ -390,9 +390,16 @@ pub fn mixed(
     };
     let po = probe.stop(t0);
     let lb = w3_lower_bound(p, cores);
+    // The same bound with the CPU the process really used in place of the calibrated spin
+    // (see `cpu_bound`): immune to speed drift; above 1.0 the cores were not working.
+    let used = sleep.as_secs_f64() + po.cs.cpu.as_secs_f64() / cores as f64;
     out.metrics.extend([
         ("makespan ms", ms(makespan)),
         ("x lower bound", makespan.as_secs_f64() / lb.as_secs_f64()),
+        (
+            "x sleep + used CPU/cores",
+            makespan.as_secs_f64() / used.max(1e-9),
+        ),
         ("peak threads", po.peak),
         ("voluntary cs", po.cs.voluntary as f64),
         ("involuntary cs", po.cs.involuntary as f64),
