@@ -16,7 +16,7 @@
 //!   runnable but preempted worker is `R` and does not count). The target becomes one plus
 //!   the sleepers, hinted or seen (the kernel's rule, seen by sampling), or doubles when
 //!   nobody runs and the CPU is mostly idle. It shrinks by a quarter per sample while the pool
-//!   uses at least 90% of its CPU with more workers than CPUs competing for it, or while
+//!   uses at least 90% of its CPU with two or more workers competing for it, or while
 //!   nothing waits. See DESIGN.md for the law, its constants and its cost.
 //!
 //! Unbound pools are not concurrency-managed (as in Linux); the samples drive their creation
@@ -149,11 +149,9 @@ pub(crate) struct Observation {
     pub(crate) waiting: bool,
     /// Workers holding an item and counted: `nr_running` plus the hinted sleepers.
     pub(crate) nr_active: usize,
-    /// The kernel's rule: runners allowed (1 per CPU of the pool).
-    pub(crate) base: usize,
-    /// The current target (at least `base`).
+    /// The current target (at least 1).
     pub(crate) target: usize,
-    /// CPU used by the pool's workers over the interval, in thousandths of the pool's CPUs.
+    /// CPU used by the pool's workers over the interval, in thousandths of its CPU.
     pub(crate) used_permille: u64,
     /// Active workers asleep: hinted sleepers, plus counted workers seen asleep in the kernel
     /// (`S`/`D`; preempted ones are `R`).
@@ -167,26 +165,26 @@ pub(crate) struct Observation {
 /// The next concurrency target.
 pub(crate) fn next_target(o: Observation) -> usize {
     let running = o.nr_active.saturating_sub(o.asleep);
-    // The kernel's rule: `base` running workers, and a replacement for each sleeper. When
+    // The kernel's rule: one running worker, and a replacement for each sleeper. When
     // every active worker sleeps and the CPUs are mostly idle, grow geometrically instead, so
     // a backlog of items that sleep at once is not started one sample at a time.
     let grow_to = if running == 0 && o.used_permille < 500 {
-        (o.target * 2).max(o.asleep + o.base)
+        (o.target * 2).max(o.asleep + 1)
     } else {
-        o.asleep + o.base
+        o.asleep + 1
     };
     if o.waiting && o.nr_active >= o.target && o.asleep > 0 && grow_to > o.target {
-        grow_to.min(o.cap.max(o.base))
-    } else if o.target <= o.base {
-        o.base
+        grow_to.min(o.cap)
+    } else if o.target <= 1 {
+        1
     } else if !o.waiting {
         // Nothing waits: decay back toward the kernel's rule.
-        (o.target - (o.target / 4).max(1)).max(o.base)
-    } else if o.used_permille >= 900 && o.progressing > o.base {
-        // The CPUs are used and more workers than CPUs compete for them: more active workers
-        // cannot help; shrink by a quarter. (One worker per CPU using it while the others
-        // sleep is the state the target exists for: keep it.)
-        (o.target - (o.target / 4).max(1)).max(o.base)
+        o.target - (o.target / 4).max(1)
+    } else if o.used_permille >= 900 && o.progressing >= 2 {
+        // The CPU is used and several workers compete for it: more active workers cannot
+        // help; shrink by a quarter. (One worker using the CPU while the others sleep is the
+        // state the target exists for: keep it.)
+        o.target - (o.target / 4).max(1)
     } else {
         o.target
     }
@@ -319,7 +317,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     }
 
     let nr_busy = read.iter().filter(|r| r.busy).count();
-    let busy = waiting || nr_busy > 0 || c.target > c.base;
+    let busy = waiting || nr_busy > 0 || c.target > 1;
     let counted_total = read.iter().filter(|r| r.counted).count();
     let Some(el) = elapsed.filter(|e| !e.is_zero()) else {
         return busy;
@@ -339,7 +337,6 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     s.util_ewma = managed_permille.max((3 * s.util_ewma + managed_permille) / 4);
     let cpus = pool.attrs.cpumask.len().max(1) as u64;
     let saturated = s.util_ewma >= SATURATED_PERMILLE * cpus;
-    let per_cpu_permille = used_permille / cpus;
     // Counted workers that used the CPU during the interval.
     let progressing = counted_total.saturating_sub(maybe_asleep.len());
     let nr_hinted = c.nr_active - c.nr_running;
@@ -347,7 +344,8 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let maybe_spare = unbound && s.busy_samples >= 2 && !saturated;
     // Reading /proc costs a few µs: only when the answer could grow the target or tell spare
     // CPU from preemption, and for at most PROC_READS workers.
-    let grow_possible = waiting && c.nr_active >= c.target && per_cpu_permille < SATURATED_PERMILLE;
+    let grow_possible =
+        !unbound && waiting && c.nr_active >= c.target && used_permille < SATURATED_PERMILLE;
     let detected =
         if cfg.detect_blocking && (grow_possible || maybe_spare) && !maybe_asleep.is_empty() {
             count_asleep(&maybe_asleep, &mut s.cursor)
@@ -372,9 +370,8 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         next_target(Observation {
             waiting,
             nr_active: c.nr_active,
-            base: c.base,
             target: c.target,
-            used_permille: per_cpu_permille,
+            used_permille,
             asleep: nr_hinted + if grow_possible { detected } else { 0 },
             cap: cfg.max_workers_per_pool,
             progressing,
@@ -386,7 +383,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
     mark_hogs(&mut g, &hogs);
-    g.cm_target = new_target.max(g.cm_base);
+    g.cm_target = new_target.max(1);
     let _ = kick_pool(&mut g);
     busy
 }
@@ -460,7 +457,6 @@ mod tests {
         Observation {
             waiting,
             nr_active,
-            base: 1,
             target,
             used_permille: used,
             asleep,
@@ -519,27 +515,6 @@ mod tests {
         assert_eq!(next_target(obs(false, 0, 16, 0, 0)), 12);
         assert_eq!(next_target(obs(false, 0, 2, 0, 0)), 1);
         assert_eq!(next_target(obs(false, 0, 1, 0, 0)), 1);
-    }
-
-    #[test]
-    fn a_base_above_one_is_the_floor_and_counts_one_runner_per_cpu() {
-        let base2 = |mut o: Observation| {
-            o.base = 2;
-            o
-        };
-        // CPU-bound, nobody asleep: stays at the base.
-        assert_eq!(next_target(base2(obs(true, 2, 2, 990, 0))), 2);
-        // One of two asleep, the other running: replace the sleeper, keep two running.
-        assert_eq!(next_target(base2(obs(true, 2, 2, 600, 1))), 3);
-        // Decays to the base, never below.
-        assert_eq!(next_target(base2(obs(false, 0, 3, 0, 0))), 2);
-        // Two runners on two CPUs do not count as competing.
-        let mut two = base2(obs(true, 6, 6, 990, 4));
-        two.asleep = 0;
-        two.progressing = 2;
-        assert_eq!(next_target(two), 6);
-        two.progressing = 3;
-        assert_eq!(next_target(two), 5);
     }
 
     #[test]

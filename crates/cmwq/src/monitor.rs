@@ -53,7 +53,7 @@ fn any_pool_busy(pools: &[std::sync::Arc<pool::WorkerPool>]) -> bool {
         let g = p.locked.lock();
         g.nr_running > 0
             || !g.worklist.is_empty()
-            || g.cm_target > g.cm_base
+            || g.cm_target > 1
             || g.workers.iter().flatten().any(|w| w.current.is_some())
     })
 }

@@ -109,13 +109,12 @@ pub(crate) struct PoolLocked {
     pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
     /// The pool is being destroyed: no more workers are made.
     pub(crate) destroying: bool,
-    /// The kernel's rule: how many workers may run at once. 1 for a per-CPU pool; for an
-    /// unbound pool (not concurrency-managed) the number of CPUs of its cpumask, the base of
-    /// its creation gate.
-    pub(crate) cm_base: usize,
-    /// Concurrency target (at least `cm_base`): how many workers may hold items (running or
-    /// asleep) at once beyond the base rule. The monitor raises it while the pool's workers
-    /// sleep and its CPUs idle with work waiting; see `need_more_worker`.
+    /// Workers the saturation gate always allows (CPU-intensive ones aside): a runner and a
+    /// spare per CPU, i.e. 2 for a per-CPU pool and cpus + 1 for an unbound one.
+    pub(crate) gate_floor: usize,
+    /// Concurrency target (1 in the kernel): how many workers may hold items (running or
+    /// asleep) at once beyond the kernel's one runner. The monitor raises it while the pool's
+    /// workers sleep and its CPU idles with work waiting; see `need_more_worker`.
     pub(crate) cm_target: usize,
     /// The monitor's moving average of the pool's workers' CPU use is at least
     /// `SATURATED_PERMILLE` of its CPUs: a per-CPU pool's manager makes no new spares
@@ -162,19 +161,14 @@ pub(crate) struct Counters {
     pub(crate) manager_active: bool,
     /// Workers holding an item and counted: `nr_running` plus the hinted sleepers.
     pub(crate) nr_active: usize,
-    /// Runners the kernel's rule allows (1 per CPU).
-    pub(crate) base: usize,
-    /// Concurrency target (`base` in the kernel).
+    /// Concurrency target (1 in the kernel).
     pub(crate) target: usize,
-    /// An unbound pool: every waiting item may start (Linux's unbound pools have no
-    /// concurrency management).
-    pub(crate) unmanaged: bool,
 }
 
-/// Work is waiting and fewer workers run than the base rule allows (kernel: nobody runs), or
-/// fewer hold items than a raised target.
+/// Work is waiting and nobody runs (the kernel's rule), or fewer workers hold items than a
+/// raised target. Unbound workers never count, so an unbound pool starts every waiting item.
 pub(crate) fn need_more_worker(c: Counters) -> bool {
-    !c.worklist_empty && (c.unmanaged || c.nr_running < c.base || c.nr_active < c.target)
+    !c.worklist_empty && (c.nr_running == 0 || c.nr_active < c.target)
 }
 
 /// An idle worker exists to take over if this one blocks.
@@ -184,7 +178,7 @@ pub(crate) fn may_start_working(c: Counters) -> bool {
 
 /// A running worker should take another item (kernel: at most one runs).
 pub(crate) fn keep_working(c: Counters) -> bool {
-    !c.worklist_empty && (c.unmanaged || c.nr_running <= c.base || c.nr_active <= c.target)
+    !c.worklist_empty && (c.nr_running <= 1 || c.nr_active <= c.target)
 }
 
 /// A worker is needed and none is idle.
@@ -219,9 +213,7 @@ impl PoolLocked {
             nr_idle: self.nr_idle,
             manager_active: self.manager_active,
             nr_active: self.nr_running + self.nr_hinted,
-            base: self.cm_base,
             target: self.cm_target,
-            unmanaged: self.cm_unbound,
         }
     }
 
@@ -240,7 +232,7 @@ impl PoolLocked {
         } else {
             !self.cpu_saturated
         };
-        may_create_worker(self.nr_workers, self.cm_base + 1, intensive, gate_open)
+        may_create_worker(self.nr_workers, self.gate_floor, intensive, gate_open)
     }
 
     pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
@@ -363,10 +355,10 @@ pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
 
 impl WorkerPool {
     fn new(id: u32, cpu: Option<usize>, highpri: bool, attrs: Attrs) -> Self {
-        let base = if cpu.is_some() {
-            1
+        let gate_floor = if cpu.is_some() {
+            2
         } else {
-            attrs.cpumask.len().max(1)
+            attrs.cpumask.len().max(1) + 1
         };
         WorkerPool {
             id,
@@ -386,8 +378,8 @@ impl WorkerPool {
                 pwqs: Vec::new(),
                 flush_waiters: FxHashMap::default(),
                 destroying: false,
-                cm_base: base,
-                cm_target: base,
+                gate_floor,
+                cm_target: 1,
                 cpu_saturated: false,
                 cm_spare_cpu: false,
                 cm_unbound: cpu.is_none(),
@@ -556,9 +548,7 @@ mod tests {
             nr_idle,
             manager_active: false,
             nr_active: nr_running,
-            base: 1,
             target: 1,
-            unmanaged: false,
         }
     }
 
@@ -640,24 +630,12 @@ mod tests {
     }
 
     #[test]
-    fn a_base_above_one_lets_that_many_run() {
-        let mut x = c(1, 1, 3, 1);
-        x.base = 2;
-        x.target = 2;
-        assert!(need_more_worker(x));
-        x.nr_running = 2;
-        x.nr_active = 2;
-        assert!(!need_more_worker(x));
-        assert!(keep_working(x));
-        x.nr_running = 3;
-        x.nr_active = 3;
-        assert!(!keep_working(x));
-        // An unbound pool (unmanaged, as in Linux): every waiting item may start.
-        x.unmanaged = true;
+    fn unbound_pools_start_every_waiting_item() {
+        // Unbound workers never count in `nr_running`: with any number of them busy, a
+        // waiting item may start and a finishing worker keeps working (Linux).
+        let x = c(1, 0, 8, 0);
         assert!(need_more_worker(x));
         assert!(keep_working(x));
-        x.worklist_empty = true;
-        assert!(!need_more_worker(x));
     }
 
     #[test]
