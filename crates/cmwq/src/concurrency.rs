@@ -190,6 +190,21 @@ pub(crate) fn next_target(o: Observation) -> usize {
     }
 }
 
+/// Whether an unbound pool has spare CPU for one more worker (its creation gate opens):
+/// busy for two measured samples, its CPUs not saturated, and the unused CPU explained by its
+/// own workers sleeping: of the `stalled` watched workers (no progress since the last sample),
+/// `asleep` sleep in the kernel, at least one and none preempted. Without a sleeper the CPU
+/// went to other threads (a producer, another process), and one more worker would only
+/// compete with them.
+pub(crate) fn unbound_spare_cpu(
+    busy_samples: u32,
+    saturated: bool,
+    asleep: usize,
+    stalled: usize,
+) -> bool {
+    busy_samples >= 2 && !saturated && asleep > 0 && asleep >= stalled
+}
+
 /// Samples one per-CPU pool: CPU use, CPU-hog detection and the concurrency target. Returns
 /// whether the pool was busy (some worker busy or work waiting), which keeps the monitor
 /// sampling fast.
@@ -352,9 +367,8 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         } else {
             0
         };
-    // ... unless a runner that made no progress is not asleep either: it was preempted, so
-    // other processes use the CPUs and more runners of ours would only compete with them.
-    let spare = maybe_spare && detected >= maybe_asleep.len();
+    let spare =
+        unbound && unbound_spare_cpu(s.busy_samples, saturated, detected, maybe_asleep.len());
     if unbound {
         // No concurrency management on unbound pools (as in Linux): the saturation gate only.
         let mut g = pool.locked.lock();
@@ -515,6 +529,19 @@ mod tests {
         assert_eq!(next_target(obs(false, 0, 16, 0, 0)), 12);
         assert_eq!(next_target(obs(false, 0, 2, 0, 0)), 1);
         assert_eq!(next_target(obs(false, 0, 1, 0, 0)), 1);
+    }
+
+    #[test]
+    fn unbound_spare_cpu_needs_a_sleeper_and_no_preempted_worker() {
+        // Two busy samples, not saturated, one stalled worker asleep: spare CPU.
+        assert!(unbound_spare_cpu(2, false, 1, 1));
+        // Unused CPU but every worker progressing: the CPU went to other threads.
+        assert!(!unbound_spare_cpu(5, false, 0, 0));
+        // A stalled worker that is not asleep was preempted.
+        assert!(!unbound_spare_cpu(5, false, 1, 2));
+        // Saturated, or too early in the busy period.
+        assert!(!unbound_spare_cpu(5, true, 1, 1));
+        assert!(!unbound_spare_cpu(1, false, 1, 1));
     }
 
     #[test]
