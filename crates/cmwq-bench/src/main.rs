@@ -99,6 +99,7 @@ impl Workload {
             Workload::W3 => &[
                 "makespan ms",
                 "x lower bound",
+                "x sleep + item CPU/cores",
                 "x sleep + used CPU/cores",
                 "peak threads",
                 "voluntary cs",
@@ -107,7 +108,10 @@ impl Workload {
             Workload::W4 => &[
                 "makespan ms",
                 "x CPU/cores",
+                "x item CPU/cores",
                 "x used CPU/cores",
+                "x slowest CPU's share",
+                "CPU speed gap %",
                 "peak threads",
             ],
             Workload::W5 => &["p50 us", "p99 us", "p99.9 us", "max us", "probes"],

@@ -8,7 +8,7 @@ use cmwq::Work;
 use serde::Serialize;
 
 use crate::pools::{Kind, Pool};
-use crate::sys::{self, Sampler, Spin, Usage};
+use crate::sys::{self, Sampler, Spin, SpinMeter, Usage};
 
 /// Workload sizes. Printed and stored with the results.
 #[derive(Clone, Debug, Serialize)]
@@ -374,6 +374,7 @@ pub fn mixed(
     let sleep = Duration::from_micros(p.w3_sleep_us);
     let iters = spin.iters_for(Duration::from_micros(p.w3_spin_us));
     let t = Tracker::leak();
+    SpinMeter::reset();
     let (mut out, rest) = burst(
         pool,
         kind,
@@ -381,7 +382,7 @@ pub fn mixed(
         t,
         move || {
             sleep_item(hint, sleep);
-            Spin::run(iters);
+            SpinMeter::run(iters);
         },
         deadline,
     );
@@ -393,9 +394,14 @@ pub fn mixed(
     // The same bound with the CPU the process really used in place of the calibrated spin
     // (see `cpu_bound`): immune to speed drift; above 1.0 the cores were not working.
     let used = sleep.as_secs_f64() + po.cs.cpu.as_secs_f64() / cores as f64;
+    let spun = item_cpu(p.w3_items, iters, spin) / cores as f64;
     out.metrics.extend([
         ("makespan ms", ms(makespan)),
         ("x lower bound", makespan.as_secs_f64() / lb.as_secs_f64()),
+        (
+            "x sleep + item CPU/cores",
+            makespan.as_secs_f64() / (sleep.as_secs_f64() + spun).max(1e-9),
+        ),
         (
             "x sleep + used CPU/cores",
             makespan.as_secs_f64() / used.max(1e-9),
@@ -408,6 +414,15 @@ pub fn mixed(
     ]);
     out.trace = Some(po.trace);
     out
+}
+
+/// Seconds of CPU that `items` spins of `iters` iterations took in the repetition just run,
+/// at the cost per iteration that [`SpinMeter`] measured inside the items. Every thread's
+/// first spin is metered, so a finished repetition always has a measurement; the calibrated
+/// rate is only a fallback.
+fn item_cpu(items: usize, iters: u64, spin: Spin) -> f64 {
+    let ns = SpinMeter::ns_per_iter().unwrap_or(1e3 / spin.iters_per_us);
+    items as f64 * iters as f64 * ns / 1e9
 }
 
 /// W3 lower bound: no item can spin before its sleep ends, and the spinning needs
@@ -433,12 +448,13 @@ pub fn cpu_bound(
 ) -> RepOut {
     let iters = spin.iters_for(Duration::from_micros(p.w4_spin_us));
     let t = Tracker::leak();
+    SpinMeter::reset();
     let (mut out, rest) = burst(
         pool,
         kind,
         p.w4_items,
         t,
-        move || Spin::run(iters),
+        move || SpinMeter::run(iters),
         deadline,
     );
     let Some((makespan, probe, t0)) = rest else {
@@ -450,9 +466,32 @@ pub fn cpu_bound(
     // immune to the machine's speed drifting from the start-up calibration, it shows how
     // much of the makespan the cores were not working (idle, or waiting on each other).
     let used = po.cs.cpu.as_secs_f64() / cores as f64;
+    // The CPUs' own speeds, from the metered spins: where work is split evenly and pinned
+    // (per-CPU pools fed round-robin), the slowest CPU's share bounds the makespan, and
+    // nothing but moving work between CPUs can beat it.
+    let by_cpu = SpinMeter::ns_per_iter_by_cpu();
+    let slowest = by_cpu.iter().map(|c| c.1).fold(0.0, f64::max);
+    let fastest = by_cpu.iter().map(|c| c.1).fold(f64::MAX, f64::min);
+    let share = p.w4_items as f64 / cores as f64 * iters as f64 * slowest / 1e9;
     out.metrics.extend([
         ("makespan ms", ms(makespan)),
         ("x CPU/cores", makespan.as_secs_f64() / lb.as_secs_f64()),
+        (
+            "x item CPU/cores",
+            makespan.as_secs_f64() / (item_cpu(p.w4_items, iters, spin) / cores as f64).max(1e-9),
+        ),
+        (
+            "x slowest CPU's share",
+            makespan.as_secs_f64() / share.max(1e-9),
+        ),
+        (
+            "CPU speed gap %",
+            if by_cpu.is_empty() {
+                0.0
+            } else {
+                (slowest / fastest - 1.0) * 100.0
+            },
+        ),
         ("x used CPU/cores", makespan.as_secs_f64() / used.max(1e-9)),
         ("peak threads", po.peak),
         ("voluntary cs", po.cs.voluntary as f64),
