@@ -478,6 +478,8 @@ fn main() {
             params.w4_spin_us,
             w4_lb.as_secs_f64() * 1e3
         ),
+        "item CPU: the CPU time the items' spins took in the repetition, metered on the thread CPU clock of every 16th spin of each thread; the goals' bounds use it (`x sleep + item CPU/cores`, `x item CPU/cores`), because the machine's speed drifts from the start-up calibration (`x lower bound`, `x CPU/cores`)".into(),
+        "W4 `x slowest CPU's share`: makespan over items/cores spins at the slowest CPU's metered speed, the bound of an even pinned split; `CPU speed gap %`: the slowest CPU's metered speed against the fastest's".into(),
         "peak threads / floor / after: live OS threads of the pool under test (process threads minus the threads that are not the pool's when the repetition starts); sampled every ms".into(),
         "context switches: getrusage(RUSAGE_SELF) deltas minus the sampler thread's own".into(),
         "cmwq-bound queues with queue() from the producer thread (the producer's CPU); cmwq-bound-rr spreads with queue_on() round-robin over the online CPUs".into(),
@@ -577,7 +579,7 @@ fn main() {
         }
     }
 
-    let goals = goals::goals(&results, cores, &params);
+    let goals = goals::goals(&results, cores);
     if !goals.is_empty() {
         println!();
         println!("== goals ==");

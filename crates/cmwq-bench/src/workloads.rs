@@ -402,6 +402,11 @@ pub fn mixed(
             "x sleep + item CPU/cores",
             makespan.as_secs_f64() / (sleep.as_secs_f64() + spun).max(1e-9),
         ),
+        // The same bound for one CPU (the goal of `cmwq-bound`, whose items all go to one).
+        (
+            "x sleep + item CPU of 1 CPU",
+            makespan.as_secs_f64() / (sleep.as_secs_f64() + spun * cores as f64).max(1e-9),
+        ),
         (
             "x sleep + used CPU/cores",
             makespan.as_secs_f64() / used.max(1e-9),
