@@ -102,7 +102,10 @@ pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
                 r.get("x item CPU/cores").map(|x| x / cores as f64),
             )
         } else {
-            ("makespan <= 1.05x item CPU/cores", r.get("x item CPU/cores"))
+            (
+                "makespan <= 1.05x item CPU/cores",
+                r.get("x item CPU/cores"),
+            )
         };
         match x {
             Some(x) => push("W4", goal, r, format!("{x:.3}x"), x <= 1.05),
