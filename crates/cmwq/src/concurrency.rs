@@ -205,6 +205,24 @@ pub(crate) fn unbound_spare_cpu(
     busy_samples >= 2 && !saturated && asleep > 0 && asleep >= stalled
 }
 
+/// How many workers holding items keep the pool's CPUs busy (Little's law): `holding` workers
+/// (CPU-intensive ones aside) used `used_permille` thousandths of one CPU, out of `cpus`
+/// CPUs, so full use needs `holding` over the utilisation. At [`FULL_PERMILLE`] or more the
+/// CPUs count as fully used (the rest is the process's other threads and other processes):
+/// `holding` is enough, and may be more than needed. Only measured while the CPUs
+/// are at least half used: below that the sample says little about the need (a burst's
+/// first items may all be asleep).
+pub(crate) fn enough_workers(holding: usize, used_permille: u64, cpus: u64) -> Option<usize> {
+    let cpus = cpus.max(1);
+    if holding == 0 || used_permille * 2 < 1000 * cpus {
+        None
+    } else if used_permille >= FULL_PERMILLE * cpus {
+        Some(holding)
+    } else {
+        Some((holding as u64 * 1000 * cpus).div_ceil(used_permille) as usize)
+    }
+}
+
 /// Samples one per-CPU pool: CPU use, CPU-hog detection and the concurrency target. Returns
 /// whether the pool was busy (some worker busy or work waiting), which keeps the monitor
 /// sampling fast.
@@ -369,11 +387,19 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         };
     let spare =
         unbound && unbound_spare_cpu(s.busy_samples, saturated, detected, maybe_asleep.len());
+    // Learned while items wait (the pool could use more workers) in a busy period's steady part.
+    let holding = read.iter().filter(|r| r.busy && !r.intensive).count();
+    let enough = (waiting && s.busy_samples >= 2)
+        .then(|| enough_workers(holding, managed_permille, cpus))
+        .flatten();
     if unbound {
         // No concurrency management on unbound pools (as in Linux): the saturation gate only.
         let mut g = pool.locked.lock();
         g.cpu_saturated = saturated;
         g.cm_spare_cpu = spare;
+        if let Some(e) = enough {
+            g.cm_enough = e;
+        }
         // Not for concurrency (unbound workers never count) but for the creation gate, whose
         // floor grows with CPU-intensive workers: items that spin waiting for an item queued
         // behind them must not keep it from getting a worker.
@@ -396,6 +422,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
 
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
+    if let Some(e) = enough {
+        g.cm_enough = e;
+    }
     mark_hogs(&mut g, &hogs);
     g.cm_target = new_target.max(1);
     let _ = kick_pool(&mut g);
@@ -456,6 +485,10 @@ fn scale_sample(hits: usize, reads: usize, total: usize) -> usize {
 /// saturated: its manager then makes no new spare workers (existing idle ones are still
 /// woken), since a new thread could not run anyway.
 pub(crate) const SATURATED_PERMILLE: u64 = 850;
+
+/// CPU use, in thousandths of the pool's CPUs, at which its workers count as using it fully
+/// ([`enough_workers`]): the rest goes to the process's other threads and other processes.
+pub(crate) const FULL_PERMILLE: u64 = 950;
 
 #[cfg(test)]
 mod tests {
@@ -529,6 +562,29 @@ mod tests {
         assert_eq!(next_target(obs(false, 0, 16, 0, 0)), 12);
         assert_eq!(next_target(obs(false, 0, 2, 0, 0)), 1);
         assert_eq!(next_target(obs(false, 0, 1, 0, 0)), 1);
+    }
+
+    #[test]
+    fn enough_workers_follows_littles_law() {
+        // 25 workers keep one CPU busy (saturated): they are enough, maybe more than needed.
+        assert_eq!(enough_workers(25, 1000, 1), Some(25));
+        assert_eq!(enough_workers(25, FULL_PERMILLE, 1), Some(25));
+        // 90% used: one more would fill it (a busy pool that misses the CPU it could use).
+        assert_eq!(enough_workers(25, 900, 1), Some(28));
+        // 10 workers use 60% of two CPUs: 17 would use them fully.
+        assert_eq!(enough_workers(10, 1200, 2), Some(17));
+        // CPUs mostly idle (a burst's sleeping start) or nobody busy: no measurement.
+        assert_eq!(enough_workers(25, 499, 1), None);
+        assert_eq!(enough_workers(0, 1000, 1), None);
+    }
+
+    #[test]
+    fn creation_slows_once_enough_workers_hold_items() {
+        use crate::pool::{create_interval, ENOUGH_SLOWDOWN};
+        let base = Duration::from_micros(200);
+        assert_eq!(create_interval(base, 10, usize::MAX), base);
+        assert_eq!(create_interval(base, 25, 26), base);
+        assert_eq!(create_interval(base, 26, 26), base * ENOUGH_SLOWDOWN);
     }
 
     #[test]

@@ -160,10 +160,10 @@ pub(crate) fn sleeper_ready(pool: &WorkerPool, g: &mut MutexGuard<'_, PoolLocked
     })
 }
 
-/// Waits out `worker_create_interval` since the pool's last creation (pools with at least two
-/// workers only), with the pool lock dropped.
+/// Waits out the creation interval since the pool's last creation (pools with at least two
+/// workers only; see `pool::create_interval`), with the pool lock dropped.
 fn throttle(g: &mut MutexGuard<'_, PoolLocked>) {
-    let interval = config().worker_create_interval;
+    let interval = g.create_interval();
     if g.nr_workers < 2 || interval.is_zero() {
         return;
     }
@@ -222,7 +222,7 @@ pub(crate) fn retry_creation(pool: &Arc<WorkerPool>) {
     let wait = if g.creation_failed_since.is_some() {
         config().create_cooldown
     } else {
-        config().worker_create_interval
+        g.create_interval()
     };
     if g.last_create_attempt.is_some_and(|t| t.elapsed() < wait) {
         return;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use rustc_hash::FxHashMap;
@@ -127,6 +127,12 @@ pub(crate) struct PoolLocked {
     /// An unbound pool: as in Linux, no concurrency management (every waiting item may
     /// start), its workers limited by the saturation gate only.
     pub(crate) cm_unbound: bool,
+    /// Workers holding items that keep the pool's CPUs busy, by the monitor's last
+    /// measurement with items waiting and the CPUs at least half used (Little's law: the
+    /// workers holding items over the CPUs' utilisation; see `enough_workers`); `usize::MAX` until
+    /// measured. Kept across busy periods, so that a new burst that finds enough idle workers
+    /// does not add threads: see [`create_interval`].
+    pub(crate) cm_enough: usize,
     /// When worker creation started failing (cleared by a success).
     pub(crate) creation_failed_since: Option<Instant>,
     /// Last creation attempt, for the cooldown.
@@ -197,6 +203,22 @@ pub(crate) fn may_create_worker(
     nr_workers < floor + nr_cpu_intensive || gate_open
 }
 
+/// How much slower a pool makes workers once it has [`PoolLocked::cm_enough`] holding items.
+pub(crate) const ENOUGH_SLOWDOWN: u32 = 16;
+
+/// The least time between two worker creations: `base` (`worker_create_interval`), or
+/// [`ENOUGH_SLOWDOWN`] times that while at least `enough` workers hold items. Beyond the
+/// measured need a new worker is a guess (items that sleep before they use the CPU make every
+/// burst look short of workers at its start); creation goes on, slowly, so that items waiting
+/// for one another still get workers.
+pub(crate) fn create_interval(base: Duration, holding: usize, enough: usize) -> Duration {
+    if holding >= enough {
+        base * ENOUGH_SLOWDOWN
+    } else {
+        base
+    }
+}
+
 /// Idle workers beyond two, at a ratio of one per four busy (`MAX_IDLE_WORKERS_RATIO`).
 pub(crate) fn too_many_workers(c: Counters) -> bool {
     let nr_idle = c.nr_idle + usize::from(c.manager_active);
@@ -233,6 +255,15 @@ impl PoolLocked {
             !self.cpu_saturated
         };
         may_create_worker(self.nr_workers, self.gate_floor, intensive, gate_open)
+    }
+
+    /// The least time between two creations now (see [`create_interval`]).
+    pub(crate) fn create_interval(&self) -> Duration {
+        create_interval(
+            crate::config::config().worker_create_interval,
+            self.busy.len(),
+            self.cm_enough,
+        )
     }
 
     pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
@@ -383,6 +414,7 @@ impl WorkerPool {
                 cpu_saturated: false,
                 cm_spare_cpu: false,
                 cm_unbound: cpu.is_none(),
+                cm_enough: usize::MAX,
                 creation_failed_since: None,
                 last_create_attempt: None,
                 last_mayday: None,
