@@ -443,12 +443,18 @@ fn mark_hogs(g: &mut PoolLocked, hogs: &[(usize, u64)]) {
         let slot = w.current.map(|(_, slot)| slot);
         g.worker_set_flags(id, flags::CPU_INTENSIVE);
         if let Some(slot) = slot {
+            // Unbound items are not counted already: only CPU_INTENSIVE would help them.
+            let advice = if g.cm_unbound {
+                "a CPU_INTENSIVE workqueue"
+            } else {
+                "a CPU_INTENSIVE or UNBOUND workqueue"
+            };
             let p = g.pwq(slot);
             p.nr_cpu_intensive += 1;
             tracing::debug!(
                 target: "cmwq",
                 workqueue = %p.wq.name,
-                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider a CPU_INTENSIVE or UNBOUND workqueue)",
+                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider {advice})",
                 config().cpu_intensive_thresh
             );
         }
