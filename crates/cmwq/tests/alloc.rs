@@ -4,10 +4,9 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
-use common::{with_deadline, Latch};
+use common::{with_deadline, Blocker};
 
 thread_local! {
     static MEASURING: Cell<bool> = const { Cell::new(false) };
@@ -158,26 +157,17 @@ fn pending_paths_allocate_nothing(wq: Workqueue) {
     let mut inactive_total = 0;
     let mut pending_total = 0;
     for round in 0..25 {
-        let gate = Arc::new(Latch::new());
-        let _release = common::open_on_drop(&[&gate]);
-        let started = Arc::new(Latch::new());
-        let blocker = {
-            let (gate, started) = (gate.clone(), started.clone());
-            Work::new(move |_| {
-                started.open();
-                gate.wait_blocking();
-            })
-        };
-        assert!(wq.queue_on(cpu, &blocker).unwrap());
-        started.wait();
+        let blocker = Blocker::new();
+        assert!(wq.queue_on(cpu, &blocker.item).unwrap());
+        blocker.started.wait();
         // queue_on: a bound queue's limit is per CPU, so target the blocked CPU.
         let (first, n1) = allocations_in(|| wq.queue_on(cpu, &item).unwrap());
         let (again, n2) = allocations_in(|| wq.queue(&item));
         let (again_on, n3) = allocations_in(|| wq.queue_on(cpu, &item).unwrap());
         let (again_try, n4) = allocations_in(|| wq.try_queue(&item));
-        gate.open();
+        blocker.gate.open();
         flush(&item);
-        flush(&blocker);
+        flush(&blocker.item);
         assert!(first);
         assert!(!again && !again_on);
         assert!(matches!(again_try, Ok(false)));

@@ -7,49 +7,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
-use common::{join_all, unique, wait_for, with_deadline, Latch, OverlapDetector, DEADLINE, SETTLE};
-
-struct Blocker {
-    item: Work,
-    gate: Arc<Latch>,
-    started: Arc<Latch>,
-}
-
-impl Blocker {
-    fn new() -> Self {
-        let gate = Arc::new(Latch::new());
-        let started = Arc::new(Latch::new());
-        let item = {
-            let (gate, started) = (gate.clone(), started.clone());
-            Work::new(move |_| {
-                started.open();
-                gate.wait_blocking();
-            })
-        };
-        Blocker {
-            item,
-            gate,
-            started,
-        }
-    }
-}
-
-impl Drop for Blocker {
-    fn drop(&mut self) {
-        self.gate.open();
-    }
-}
-
-fn counting() -> (Work, Arc<AtomicUsize>) {
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    (
-        Work::new(move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        }),
-        runs,
-    )
-}
+use common::{
+    counting_item, join_all, unique, wait_for, with_deadline, Blocker, OverlapDetector, DEADLINE,
+    SETTLE,
+};
 
 fn flush_wq(wq: &Workqueue) {
     let w = wq.clone();
@@ -60,7 +21,7 @@ fn flush_wq(wq: &Workqueue) {
 fn cancel_removes_a_pending_item_which_never_runs() {
     let wq = Workqueue::ordered(&unique("ca-p"), WqFlags::empty()).unwrap();
     let blocker = Blocker::new();
-    let (item, runs) = counting();
+    let (item, runs) = counting_item();
     assert!(!item.cancel(), "idle item: cancel returns false");
     assert!(wq.queue(&blocker.item));
     blocker.started.wait();
@@ -87,8 +48,8 @@ fn cancel_inactive_item() {
     for flags in [WqFlags::empty(), WqFlags::UNBOUND] {
         let wq = Workqueue::new(&unique("ca-ina"), flags, 1).unwrap();
         let blocker = Blocker::new();
-        let (a, ra) = counting();
-        let (b, rb) = counting();
+        let (a, ra) = counting_item();
+        let (b, rb) = counting_item();
         assert!(wq.queue_on(cpu, &blocker.item).unwrap());
         blocker.started.wait();
         assert!(wq.queue_on(cpu, &a).unwrap());
@@ -226,7 +187,7 @@ fn cancel_sync_waits_for_the_running_instance() {
 fn cancel_sync_of_pending_item_returns_true() {
     let wq = Workqueue::ordered(&unique("ca-sp"), WqFlags::empty()).unwrap();
     let blocker = Blocker::new();
-    let (item, runs) = counting();
+    let (item, runs) = counting_item();
     assert!(wq.queue(&blocker.item));
     blocker.started.wait();
     assert!(wq.queue(&item));
@@ -323,7 +284,7 @@ fn cancel_sync_racing_queue_unbound() {
 #[test]
 fn disable_nests() {
     let wq = Workqueue::new(&unique("ca-dis"), WqFlags::empty(), 0).unwrap();
-    let (item, runs) = counting();
+    let (item, runs) = counting_item();
     assert!(
         !item.disable(),
         "idle: disable returns false (was not pending)"
@@ -348,7 +309,7 @@ fn disable_nests() {
 fn disable_cancels_a_pending_item() {
     let wq = Workqueue::ordered(&unique("ca-dp"), WqFlags::empty()).unwrap();
     let blocker = Blocker::new();
-    let (item, runs) = counting();
+    let (item, runs) = counting_item();
     assert!(wq.queue(&blocker.item));
     blocker.started.wait();
     assert!(wq.queue(&item));
@@ -362,7 +323,7 @@ fn disable_cancels_a_pending_item() {
 
 #[test]
 fn enable_of_an_item_that_is_not_disabled_panics() {
-    let (item, _) = counting();
+    let (item, _) = counting_item();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| item.enable()));
     assert!(r.is_err(), "enable() without disable() must panic");
 }

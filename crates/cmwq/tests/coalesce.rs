@@ -7,33 +7,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
-use common::{join_all, unique, with_deadline, Latch};
+use common::{counting_item, join_all, unique, with_deadline, Blocker};
 
 /// Occupies an ordered workqueue with a blocker so that a second item stays pending.
 #[test]
 fn queueing_a_pending_item_returns_false_and_it_runs_once() {
     let wq = Workqueue::ordered(&unique("coal-ord"), WqFlags::empty()).unwrap();
-    let gate = Arc::new(Latch::new());
-    let _release = common::open_on_drop(&[&gate]);
-    let started = Arc::new(Latch::new());
-    let blocker = {
-        let (gate, started) = (gate.clone(), started.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-        })
-    };
-    let runs = Arc::new(AtomicUsize::new(0));
-    let item = {
-        let runs = runs.clone();
-        Work::new(move |_| {
-            runs.fetch_add(1, Ordering::SeqCst);
-        })
-    };
+    let blocker = Blocker::new();
+    let (item, runs) = counting_item();
 
     assert!(!item.is_pending());
-    assert!(wq.queue(&blocker));
-    started.wait();
+    assert!(wq.queue(&blocker.item));
+    blocker.started.wait();
     assert!(
         wq.queue(&item),
         "first queue of an idle item must return true"
@@ -51,7 +36,7 @@ fn queueing_a_pending_item_returns_false_and_it_runs_once() {
     assert!(!wq.queue(&item.clone()));
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 
-    gate.open();
+    blocker.gate.open();
     let w = wq.clone();
     with_deadline("wq flush", move || w.flush());
     assert_eq!(runs.load(Ordering::SeqCst), 1, "a coalesced item runs once");
@@ -63,25 +48,10 @@ fn queueing_a_pending_item_returns_false_and_it_runs_once() {
 fn coalesce_on_bound_workqueue_with_max_active_one() {
     let cpu = online_cpus()[0];
     let wq = Workqueue::new(&unique("coal-bnd"), WqFlags::empty(), 1).unwrap();
-    let gate = Arc::new(Latch::new());
-    let _release = common::open_on_drop(&[&gate]);
-    let started = Arc::new(Latch::new());
-    let blocker = {
-        let (gate, started) = (gate.clone(), started.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-        })
-    };
-    let runs = Arc::new(AtomicUsize::new(0));
-    let item = {
-        let runs = runs.clone();
-        Work::new(move |_| {
-            runs.fetch_add(1, Ordering::SeqCst);
-        })
-    };
-    assert!(wq.queue_on(cpu, &blocker).unwrap());
-    started.wait();
+    let blocker = Blocker::new();
+    let (item, runs) = counting_item();
+    assert!(wq.queue_on(cpu, &blocker.item).unwrap());
+    blocker.started.wait();
     assert!(wq.queue_on(cpu, &item).unwrap());
     for other in online_cpus() {
         assert!(
@@ -90,7 +60,7 @@ fn coalesce_on_bound_workqueue_with_max_active_one() {
         );
     }
     assert!(!wq.queue(&item));
-    gate.open();
+    blocker.gate.open();
     let i = item.clone();
     with_deadline("flush item", move || i.flush());
     let w = wq.clone();

@@ -19,8 +19,8 @@ use cmwq::{
     DelayedWork, DelayedWorkField, DelayedWorkItem, Error, Work, Workqueue, WqFlags,
 };
 use common::{
-    current_tid, join, open_on_drop, unique, wait_for, wait_thread_blocked, with_deadline, Counter,
-    Latch, SETTLE,
+    current_tid, join, open_on_drop, unique, wait_for, wait_thread_blocked, with_deadline, Blocker,
+    Counter, Latch, SETTLE,
 };
 
 fn ms(n: u64) -> Duration {
@@ -59,21 +59,13 @@ fn cancel_sync(dw: &DelayedWork) -> bool {
     with_deadline("cancel_sync", move || dw.cancel_sync())
 }
 
-/// An ordered workqueue plugged by an item that blocks until the returned latch opens.
-fn plugged_ordered() -> (Workqueue, Arc<Latch>) {
+/// An ordered workqueue plugged by the returned blocker (until its gate opens or it is dropped).
+fn plugged_ordered() -> (Workqueue, Blocker) {
     let wq = Workqueue::ordered(&unique("dly-ord"), WqFlags::empty()).unwrap();
-    let started = Arc::new(Latch::new());
-    let gate = Arc::new(Latch::new());
-    let plug = {
-        let (started, gate) = (started.clone(), gate.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-        })
-    };
-    assert!(wq.queue(&plug));
-    started.wait();
-    (wq, gate)
+    let plug = Blocker::new();
+    assert!(wq.queue(&plug.item));
+    plug.started.wait();
+    (wq, plug)
 }
 
 /// Waits until the timer thread sleeps, so that the next `advance` alone fires due timers.
@@ -347,8 +339,7 @@ fn mod_delayed_rearms_an_armed_timer() {
 #[test]
 fn mod_delayed_takes_a_queued_item_off_its_queue_and_arms_it() {
     let clock = pause();
-    let (wq, gate) = plugged_ordered();
-    let _open = open_on_drop(&[&gate]);
+    let (wq, plug) = plugged_ordered();
     let (dw, runs) = counting();
 
     // Queued behind the plug (zero delay: on the queue at once).
@@ -356,7 +347,7 @@ fn mod_delayed_takes_a_queued_item_off_its_queue_and_arms_it() {
     assert!(dw.is_pending());
     assert!(wq.mod_delayed(&dw, ms(50)), "it was pending (queued)");
     assert!(dw.is_pending());
-    gate.open();
+    plug.gate.open();
     flush_wq(&wq);
     assert_runs_stay(
         &dw,
@@ -375,15 +366,14 @@ fn mod_delayed_takes_a_queued_item_off_its_queue_and_arms_it() {
 #[test]
 fn mod_delayed_takes_a_fired_item_off_its_queue() {
     let clock = pause();
-    let (wq, gate) = plugged_ordered();
-    let _open = open_on_drop(&[&gate]);
+    let (wq, plug) = plugged_ordered();
     let (dw, runs) = counting();
 
     // Armed, then fired onto the queue behind the plug.
     assert!(wq.queue_delayed(&dw, ms(10)));
     clock.advance(ms(10));
     assert!(wq.mod_delayed(&dw, ms(10)));
-    gate.open();
+    plug.gate.open();
     flush_wq(&wq);
     assert_runs_stay(&dw, &runs, 0, "the fired instance still ran");
     clock.advance(ms(10));
@@ -416,15 +406,14 @@ fn cancel_stops_an_armed_timer() {
 #[test]
 fn cancel_removes_a_queued_delayed_item() {
     let clock = pause();
-    let (wq, gate) = plugged_ordered();
-    let _open = open_on_drop(&[&gate]);
+    let (wq, plug) = plugged_ordered();
     let (dw, runs) = counting();
     assert!(wq.queue_delayed(&dw, ms(10)));
     clock.advance(ms(10)); // fired: now queued behind the plug
     assert!(dw.is_pending());
     assert!(dw.cancel(), "it was pending (queued)");
     assert!(!dw.is_pending());
-    gate.open();
+    plug.gate.open();
     flush_wq(&wq);
     advance_far(&clock);
     assert_runs_stay(&dw, &runs, 0, "a cancelled queued item ran");
@@ -595,8 +584,7 @@ fn flush_fires_a_pending_timer_at_once_and_waits_for_the_run() {
 #[test]
 fn flush_waits_for_a_queued_delayed_item() {
     let clock = pause();
-    let (wq, gate) = plugged_ordered();
-    let _open = open_on_drop(&[&gate]);
+    let (wq, plug) = plugged_ordered();
     let (dw, runs) = counting();
     assert!(wq.queue_delayed(&dw, ms(10)));
     wait_timer_thread_asleep();
@@ -613,7 +601,7 @@ fn flush_waits_for_a_queued_delayed_item() {
     let tid = rx.recv_timeout(common::DEADLINE).expect("helper started");
     wait_thread_blocked("flush waiting for the queued item", tid);
     assert_eq!(runs.get(), 0);
-    gate.open();
+    plug.gate.open();
     assert!(join("flush helper", helper));
     assert_eq!(runs.get(), 1, "flush returned before the run");
 }

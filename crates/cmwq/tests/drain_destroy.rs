@@ -9,8 +9,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use cmwq::{Error, Work, Workqueue, WqFlags};
 use common::{
-    current_comm, current_tid, thread_exists, unique, wait_for, wait_until, with_deadline, Counter,
-    Latch, DEADLINE,
+    counting_item, current_comm, current_tid, thread_exists, unique, wait_for, wait_until,
+    with_deadline, Blocker, Counter, Latch, DEADLINE,
 };
 
 /// An item that requeues itself from its own function until it has run `n` times. The third
@@ -76,30 +76,15 @@ fn drain_includes_chained_requeues_ordered() {
 }
 
 fn outside_queueing_rejected_while_draining(wq: Workqueue) {
-    let gate = Arc::new(Latch::new());
-    let _release = common::open_on_drop(&[&gate]);
-    let started = Arc::new(Latch::new());
-    let blocker = {
-        let (gate, started) = (gate.clone(), started.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-        })
-    };
-    let probe_runs = Arc::new(AtomicUsize::new(0));
-    let probe = {
-        let r = probe_runs.clone();
-        Work::new(move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        })
-    };
+    let blocker = Blocker::new();
+    let (probe, _probe_runs) = counting_item();
     let late_ran = Arc::new(AtomicBool::new(false));
     let late = {
         let r = late_ran.clone();
         Work::new(move |_| r.store(true, Ordering::SeqCst))
     };
-    assert!(wq.queue(&blocker));
-    started.wait();
+    assert!(wq.queue(&blocker.item));
+    blocker.started.wait();
 
     let (tx, rx) = mpsc::channel();
     {
@@ -121,7 +106,7 @@ fn outside_queueing_rejected_while_draining(wq: Workqueue) {
         rx.recv_timeout(common::SETTLE),
         Err(mpsc::RecvTimeoutError::Timeout)
     );
-    gate.open();
+    blocker.gate.open();
     rx.recv_timeout(DEADLINE)
         .expect("drain did not return after the blocker finished");
 

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cmwq::{Error, Work, Workqueue, WqFlags};
-use common::{current_tid, unique, wait_thread_blocked, with_deadline, Latch, DEADLINE, SETTLE};
+use common::{
+    counting_item, current_tid, unique, wait_thread_blocked, with_deadline, Latch, DEADLINE, SETTLE,
+};
 
 /// An item whose n-th run blocks on `gates[n]` (runs past the end do not block).
 struct Gated {
@@ -118,13 +120,7 @@ fn flush_waits_for_running_instance_ordered() {
 fn flush_waits_for_pending_instance() {
     let wq = Workqueue::ordered(&unique("fw-p"), WqFlags::empty()).unwrap();
     let blocker = Gated::new(1);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let item = {
-        let runs = runs.clone();
-        Work::new(move |_| {
-            runs.fetch_add(1, Ordering::SeqCst);
-        })
-    };
+    let (item, runs) = counting_item();
     assert!(wq.queue(&blocker.item));
     blocker.started[0].wait();
     assert!(wq.queue(&item));
@@ -161,13 +157,7 @@ fn flush_waits_for_last_queued_instance() {
 #[test]
 fn flush_of_idle_item_returns_false() {
     let wq = Workqueue::new(&unique("fw-idle"), WqFlags::empty(), 0).unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let item = {
-        let runs = runs.clone();
-        Work::new(move |_| {
-            runs.fetch_add(1, Ordering::SeqCst);
-        })
-    };
+    let (item, runs) = counting_item();
     assert!(!item.flush(), "never queued");
     assert!(matches!(item.try_flush(), Ok(false)));
     assert!(wq.queue(&item));

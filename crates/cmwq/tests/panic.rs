@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
-use common::{unique, wait_until, with_deadline, Latch, DEADLINE};
+use common::{counting_item, unique, wait_until, with_deadline, Blocker, DEADLINE};
 
 /// (workqueue name, message) of every reported panic.
 static REPORTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
@@ -91,13 +91,7 @@ fn pool_stays_healthy_after_panics() {
         let name = unique("pn-health");
         let wq = Workqueue::new(&name, flags, 1).unwrap();
         for cpu in online_cpus() {
-            let runs = Arc::new(AtomicUsize::new(0));
-            let good = {
-                let runs = runs.clone();
-                Work::new(move |_| {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                })
-            };
+            let (good, runs) = counting_item();
             for round in 0..10 {
                 let bad = Work::new(|_| panic!("boom-health"));
                 assert!(wq.queue_on(cpu, &bad).unwrap());
@@ -116,34 +110,9 @@ fn pool_stays_healthy_after_panics() {
     }
 }
 
-struct BlockThenPanic {
-    item: Work,
-    gate: Arc<Latch>,
-    started: Arc<Latch>,
-}
-
-impl Drop for BlockThenPanic {
-    fn drop(&mut self) {
-        self.gate.open();
-    }
-}
-
-fn block_then_panic() -> BlockThenPanic {
-    let gate = Arc::new(Latch::new());
-    let started = Arc::new(Latch::new());
-    let item = {
-        let (gate, started) = (gate.clone(), started.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-            panic!("boom-after-wait");
-        })
-    };
-    BlockThenPanic {
-        item,
-        gate,
-        started,
-    }
+/// A blocker whose item panics once its gate opens.
+fn block_then_panic() -> Blocker {
+    Blocker::then(|| panic!("boom-after-wait"))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use cmwq::{
     current_work, current_worker, online_cpus, Error, StaticWork, Work, WorkField, WorkItem,
     Workqueue, WqFlags,
 };
-use common::{unique, with_deadline, Latch};
+use common::{counting_item, unique, with_deadline, Blocker};
 
 fn flush(item: &Work) -> bool {
     let i = item.clone();
@@ -106,13 +106,7 @@ fn every_system_workqueue_runs_items() {
         cmwq::system_freezable_power_efficient_wq(),
     ];
     for wq in all {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let item = {
-            let runs = runs.clone();
-            Work::new(move |_| {
-                runs.fetch_add(1, Ordering::SeqCst);
-            })
-        };
+        let (item, runs) = counting_item();
         assert!(wq.queue(&item));
         flush(&item);
         assert_eq!(runs.load(Ordering::SeqCst), 1, "{}", wq.name());
@@ -148,34 +142,19 @@ fn schedule_work_runs_on_system_wq() {
 
 #[test]
 fn schedule_work_coalesces() {
-    let gate = Arc::new(Latch::new());
-    let _release = common::open_on_drop(&[&gate]);
-    let started = Arc::new(Latch::new());
+    let blocker = Blocker::new();
     let cpu = online_cpus()[0];
     let blocker_wq = Workqueue::new(&unique("sys-blk"), WqFlags::empty(), 1).unwrap();
-    let blocker = {
-        let (gate, started) = (gate.clone(), started.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-        })
-    };
-    let runs = Arc::new(AtomicUsize::new(0));
-    let item = {
-        let runs = runs.clone();
-        Work::new(move |_| {
-            runs.fetch_add(1, Ordering::SeqCst);
-        })
-    };
+    let (item, runs) = counting_item();
     // Keep `item` pending on a blocked max_active-1 queue, then schedule_work it: false.
-    assert!(blocker_wq.queue_on(cpu, &blocker).unwrap());
-    started.wait();
+    assert!(blocker_wq.queue_on(cpu, &blocker.item).unwrap());
+    blocker.started.wait();
     assert!(blocker_wq.queue_on(cpu, &item).unwrap());
     assert!(
         !cmwq::schedule_work(&item),
         "pending item: schedule_work returns false"
     );
-    gate.open();
+    blocker.gate.open();
     flush(&item);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -295,25 +274,16 @@ fn embedded_items_run_and_keep_identity() {
 
     // Coalescing through the two handles: they share one pending state.
     let wq = Workqueue::ordered(&unique("sys-emb"), WqFlags::empty()).unwrap();
-    let gate = Arc::new(Latch::new());
-    let _release = common::open_on_drop(&[&gate]);
-    let started = Arc::new(Latch::new());
-    let blocker = {
-        let (gate, started) = (gate.clone(), started.clone());
-        Work::new(move |_| {
-            started.open();
-            gate.wait_blocking();
-        })
-    };
-    assert!(wq.queue(&blocker));
-    started.wait();
+    let blocker = Blocker::new();
+    assert!(wq.queue(&blocker.item));
+    blocker.started.wait();
     assert!(wq.queue(&w));
     assert!(
         !wq.queue(&w2),
         "same item through another handle: already pending"
     );
     assert!(w2.is_pending());
-    gate.open();
+    blocker.gate.open();
     flush(&w2);
     assert_eq!(obj.hits.load(Ordering::SeqCst), 2);
 

@@ -110,6 +110,55 @@ pub fn open_on_drop(latches: &[&Arc<Latch>]) -> OpenOnDrop {
     OpenOnDrop(latches.iter().map(|l| Arc::clone(l)).collect())
 }
 
+/// An item that opens `started` then blocks until `gate` opens; dropping the `Blocker` opens it.
+pub struct Blocker {
+    pub item: cmwq::Work,
+    pub gate: Arc<Latch>,
+    pub started: Arc<Latch>,
+}
+
+impl Blocker {
+    /// A blocker whose item returns as soon as the gate opens.
+    pub fn new() -> Self {
+        Self::then(|| {})
+    }
+
+    /// A blocker whose item calls `after` once the gate has opened.
+    pub fn then(after: impl Fn() + Send + Sync + 'static) -> Self {
+        let gate = Arc::new(Latch::new());
+        let started = Arc::new(Latch::new());
+        let item = {
+            let (gate, started) = (gate.clone(), started.clone());
+            cmwq::Work::new(move |_| {
+                started.open();
+                gate.wait_blocking();
+                after();
+            })
+        };
+        Blocker {
+            item,
+            gate,
+            started,
+        }
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.gate.open();
+    }
+}
+
+/// An item that adds one to the returned counter (`SeqCst`) each time it runs.
+pub fn counting_item() -> (cmwq::Work, Arc<AtomicUsize>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let item = cmwq::Work::new(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    (item, runs)
+}
+
 /// Counts arrivals; lets a test wait for N of them.
 #[derive(Default)]
 pub struct Counter {
