@@ -140,6 +140,9 @@ pub(crate) struct PoolSample {
     cursor: usize,
     /// Consecutive samples (with a measured interval) in which the pool was busy.
     busy_samples: u32,
+    /// Since when items have waited while the pool's CPUs were less than half used (every
+    /// measured sample since then).
+    starved_since: Option<Instant>,
 }
 
 /// The control law's decision for one sample, pure over what was measured (unit-tested).
@@ -220,6 +223,23 @@ pub(crate) fn enough_workers(holding: usize, used_permille: u64, cpus: u64) -> O
         Some(holding)
     } else {
         Some((holding as u64 * 1000 * cpus).div_ceil(used_permille) as usize)
+    }
+}
+
+/// How long items may wait while the pool's CPUs are less than half used before the pool
+/// forgets its `cm_enough` estimate: that many workers did not keep the CPUs busy.
+pub(crate) const STALE_AFTER: Duration = Duration::from_millis(16);
+
+/// The pool's next `cm_enough`: forgotten (`usize::MAX`) once the CPUs have idled with items
+/// waiting for [`STALE_AFTER`] (the estimate came from other work, e.g. CPU-bound items, and
+/// would hold back sleepers), else the new measurement if there is one. A burst of items that
+/// sleep first idles the CPUs for about one sleep at its start, so the estimate survives
+/// bursts whose items sleep less than that first.
+pub(crate) fn next_enough(current: usize, measured: Option<usize>, starved: Duration) -> usize {
+    if starved >= STALE_AFTER {
+        usize::MAX
+    } else {
+        measured.unwrap_or(current)
     }
 }
 
@@ -392,14 +412,19 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let enough = (waiting && s.busy_samples >= 2)
         .then(|| enough_workers(holding, managed_permille, cpus))
         .flatten();
+    s.starved_since = if waiting && managed_permille * 2 < 1000 * cpus {
+        // From the start of this interval: the CPUs idled through it.
+        s.starved_since.or(Some(now - el))
+    } else {
+        None
+    };
+    let starved = s.starved_since.map_or(Duration::ZERO, |t| now - t);
     if unbound {
         // No concurrency management on unbound pools (as in Linux): the saturation gate only.
         let mut g = pool.locked.lock();
         g.cpu_saturated = saturated;
         g.cm_spare_cpu = spare;
-        if let Some(e) = enough {
-            g.cm_enough = e;
-        }
+        g.cm_enough = next_enough(g.cm_enough, enough, starved);
         // Not for concurrency (unbound workers never count) but for the creation gate, whose
         // floor grows with CPU-intensive workers: items that spin waiting for an item queued
         // behind them must not keep it from getting a worker.
@@ -422,9 +447,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
 
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
-    if let Some(e) = enough {
-        g.cm_enough = e;
-    }
+    g.cm_enough = next_enough(g.cm_enough, enough, starved);
     mark_hogs(&mut g, &hogs);
     g.cm_target = new_target.max(1);
     let _ = kick_pool(&mut g);
@@ -582,6 +605,18 @@ mod tests {
         // CPUs mostly idle (a burst's sleeping start) or nobody busy: no measurement.
         assert_eq!(enough_workers(25, 499, 1), None);
         assert_eq!(enough_workers(0, 1000, 1), None);
+    }
+
+    #[test]
+    fn the_estimate_is_kept_replaced_or_forgotten() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_enough(20, None, ms(0)), 20);
+        assert_eq!(next_enough(20, Some(25), ms(0)), 25);
+        // A burst's sleeping start (W3 sleeps 5 ms first) keeps it.
+        assert_eq!(next_enough(20, None, ms(5)), 20);
+        // CPUs idle with items waiting for longer: it came from other work; forgotten.
+        assert_eq!(next_enough(1, None, STALE_AFTER), usize::MAX);
+        assert_eq!(next_enough(1, Some(1), STALE_AFTER), usize::MAX);
     }
 
     #[test]
