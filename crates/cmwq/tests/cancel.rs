@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
 use common::{
-    counting_item, join_all, unique, wait_for, with_deadline, Blocker, OverlapDetector, DEADLINE,
-    SETTLE,
+    call_while_running, counting_item, join_all, unique, wait_for, with_deadline, Blocker,
+    OverlapDetector, DEADLINE, SETTLE,
 };
 
 fn flush_wq(wq: &Workqueue) {
@@ -152,28 +152,35 @@ fn cancel_sync_stops_a_self_requeueing_item_ordered() {
     );
 }
 
-#[test]
-fn cancel_sync_waits_for_the_running_instance() {
-    let wq = Workqueue::new(&unique("ca-w"), WqFlags::empty(), 0).unwrap();
-    let blocker = Blocker::new();
-    assert!(wq.queue(&blocker.item));
-    blocker.started.wait();
-    let (tx, rx) = mpsc::channel();
-    {
-        let item = blocker.item.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(item.cancel_sync());
-        });
-    }
+/// Calls `op` (named `name`) on `blocker`'s item while it runs on `wq`; checks that `op` returns
+/// only once the gate opens, and returns what it returned.
+#[track_caller]
+fn sync_op_on_running(
+    wq: &Workqueue,
+    blocker: &Blocker,
+    name: &str,
+    op: fn(&Work) -> bool,
+) -> bool {
+    let rx = call_while_running(wq, blocker, op);
     assert!(
         matches!(
             rx.recv_timeout(SETTLE),
             Err(mpsc::RecvTimeoutError::Timeout)
         ),
-        "cancel_sync returned while the item was running"
+        "{name} returned while the item was running"
     );
     blocker.gate.open();
-    let was_pending = rx.recv_timeout(DEADLINE).expect("cancel_sync returned");
+    match rx.recv_timeout(DEADLINE) {
+        Ok(r) => r,
+        Err(e) => panic!("{name} returned: {e:?}"),
+    }
+}
+
+#[test]
+fn cancel_sync_waits_for_the_running_instance() {
+    let wq = Workqueue::new(&unique("ca-w"), WqFlags::empty(), 0).unwrap();
+    let blocker = Blocker::new();
+    let was_pending = sync_op_on_running(&wq, &blocker, "cancel_sync", Work::cancel_sync);
     assert!(!was_pending, "it was running, not pending");
     let b = blocker.item.busy();
     assert!(!b.pending && !b.running);
@@ -332,24 +339,8 @@ fn enable_of_an_item_that_is_not_disabled_panics() {
 fn disable_sync_waits_for_the_running_instance() {
     let wq = Workqueue::new(&unique("ca-ds"), WqFlags::UNBOUND, 0).unwrap();
     let blocker = Blocker::new();
-    assert!(wq.queue(&blocker.item));
-    blocker.started.wait();
-    let (tx, rx) = mpsc::channel();
-    {
-        let item = blocker.item.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(item.disable_sync());
-        });
-    }
-    assert!(
-        matches!(
-            rx.recv_timeout(SETTLE),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        ),
-        "disable_sync returned while the item was running"
-    );
-    blocker.gate.open();
-    assert!(!rx.recv_timeout(DEADLINE).expect("disable_sync returned"));
+    let was_pending = sync_op_on_running(&wq, &blocker, "disable_sync", Work::disable_sync);
+    assert!(!was_pending);
     let b = blocker.item.busy();
     assert!(!b.pending && !b.running, "idle after disable_sync");
     assert!(!wq.queue(&blocker.item), "disabled");

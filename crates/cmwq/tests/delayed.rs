@@ -15,7 +15,7 @@ use cmwq::{
     current_worker, online_cpus, schedule_delayed_work, schedule_delayed_work_on, system_wq,
     DelayedWork, DelayedWorkField, DelayedWorkItem, Workqueue, WqFlags,
 };
-use common::{unique, wait_for, with_deadline, Counter, SETTLE};
+use common::{unique, wait_for, with_deadline, Counter, Rng, SETTLE};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -32,20 +32,6 @@ fn spin_for(d: Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end {
         std::hint::spin_loop();
-    }
-}
-
-/// A tiny xorshift generator: deterministic per seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
     }
 }
 

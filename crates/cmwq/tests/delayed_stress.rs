@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cmwq::{online_cpus, DelayedWork, Workqueue, WqFlags};
-use common::{join_all, unique, with_deadline, OverlapDetector, SETTLE};
+use common::{join_all, unique, with_deadline, OverlapDetector, Rng, SETTLE};
 
 const ITEMS: usize = 4;
 const THREADS: usize = 4;
@@ -45,21 +45,9 @@ struct Item {
     rw: RwLock<()>,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn delay(&mut self) -> Duration {
-        Duration::from_micros(self.next() % 2_001)
-    }
+/// A random delay of 0..=2 ms drawn from `rng`.
+fn delay(rng: &mut Rng) -> Duration {
+    Duration::from_micros(rng.next() % 2_001)
 }
 
 fn make_items(wq: &Workqueue) -> Vec<Arc<Item>> {
@@ -96,26 +84,26 @@ fn hammer(seed: u64, wq: Workqueue, items: Vec<Arc<Item>>) {
         let cpu = cpus[(rng.next() % cpus.len() as u64) as usize];
         match rng.next() % 12 {
             0..=2 => {
-                if wq.queue_delayed(dw, rng.delay()) {
+                if wq.queue_delayed(dw, delay(&mut rng)) {
                     st.armed.fetch_add(1, Ordering::SeqCst);
                 }
             }
             3 => {
-                if wq.queue_delayed_on(cpu, dw, rng.delay()).unwrap() {
+                if wq.queue_delayed_on(cpu, dw, delay(&mut rng)).unwrap() {
                     st.armed.fetch_add(1, Ordering::SeqCst);
                 }
             }
             4..=5 => {
                 let _r = it.rw.read().unwrap();
                 st.armed.fetch_add(1, Ordering::SeqCst);
-                if wq.mod_delayed(dw, rng.delay()) {
+                if wq.mod_delayed(dw, delay(&mut rng)) {
                     st.stolen.fetch_add(1, Ordering::SeqCst);
                 }
             }
             6 => {
                 let _r = it.rw.read().unwrap();
                 st.armed.fetch_add(1, Ordering::SeqCst);
-                if wq.mod_delayed_on(cpu, dw, rng.delay()).unwrap() {
+                if wq.mod_delayed_on(cpu, dw, delay(&mut rng)).unwrap() {
                     st.stolen.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -135,7 +123,7 @@ fn hammer(seed: u64, wq: Workqueue, items: Vec<Arc<Item>>) {
             }
             _ => {
                 // A short pause lets timers fire on their own now and then.
-                let end = Instant::now() + rng.delay() / 4;
+                let end = Instant::now() + delay(&mut rng) / 4;
                 while Instant::now() < end {
                     std::hint::spin_loop();
                 }

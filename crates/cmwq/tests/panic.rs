@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
-use common::{counting_item, unique, wait_until, with_deadline, Blocker, DEADLINE};
+use common::{
+    call_while_running, counting_item, unique, wait_until, with_deadline, Blocker, DEADLINE,
+};
 
 /// (workqueue name, message) of every reported panic.
 static REPORTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
@@ -120,15 +122,7 @@ fn flush_waiting_on_a_panicking_item_returns() {
     install_hook();
     let wq = Workqueue::new(&unique("pn-flush"), WqFlags::empty(), 0).unwrap();
     let b = block_then_panic();
-    assert!(wq.queue(&b.item));
-    b.started.wait();
-    let (tx, rx) = mpsc::channel();
-    {
-        let item = b.item.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(item.flush());
-        });
-    }
+    let rx = call_while_running(&wq, &b, Work::flush);
     let (wtx, wrx) = mpsc::channel();
     {
         let wq = wq.clone();
@@ -159,15 +153,7 @@ fn cancel_sync_waiting_on_a_panicking_item_returns() {
     install_hook();
     let wq = Workqueue::new(&unique("pn-cancel"), WqFlags::UNBOUND, 0).unwrap();
     let b = block_then_panic();
-    assert!(wq.queue(&b.item));
-    b.started.wait();
-    let (tx, rx) = mpsc::channel();
-    {
-        let item = b.item.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(item.cancel_sync());
-        });
-    }
+    let rx = call_while_running(&wq, &b, Work::cancel_sync);
     b.gate.open();
     let r = rx.recv_timeout(DEADLINE);
     assert!(

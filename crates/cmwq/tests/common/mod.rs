@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -147,6 +147,24 @@ impl Drop for Blocker {
     fn drop(&mut self) {
         self.gate.open();
     }
+}
+
+/// Queues `blocker`'s item on `wq`, waits until it runs, then calls `op` on the item from a new
+/// thread; the receiver gets what `op` returned.
+#[track_caller]
+pub fn call_while_running<T: Send + 'static>(
+    wq: &cmwq::Workqueue,
+    blocker: &Blocker,
+    op: fn(&cmwq::Work) -> T,
+) -> mpsc::Receiver<T> {
+    assert!(wq.queue(&blocker.item));
+    blocker.started.wait();
+    let (tx, rx) = mpsc::channel();
+    let item = blocker.item.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(op(&item));
+    });
+    rx
 }
 
 /// An item that adds one to the returned counter (`SeqCst`) each time it runs.
@@ -389,6 +407,21 @@ pub fn burn(d: Duration) {
     let t = Instant::now();
     while t.elapsed() < d {
         std::hint::spin_loop();
+    }
+}
+
+/// A tiny xorshift generator: deterministic per seed, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next pseudo-random value.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
     }
 }
 
