@@ -111,9 +111,6 @@ pub(crate) fn manage_workers(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, Pool
     }
     g.manager_active = true;
     while need_to_create_worker(g.counters()) && !g.destroying {
-        if g.creation_deferred() {
-            break;
-        }
         throttle(g);
         if !need_to_create_worker(g.counters()) || !g.may_create_worker() {
             break;

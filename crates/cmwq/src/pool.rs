@@ -266,18 +266,6 @@ impl PoolLocked {
         )
     }
 
-    /// Creation is slowed (past `cm_enough`, see [`create_interval`]) and its next turn has not
-    /// come: a worker about to process goes on without a spare rather than wait for it as the
-    /// manager, which would leave the CPU idle for up to the slowed interval; the monitor's
-    /// retry makes the spare when it is due.
-    pub(crate) fn creation_deferred(&self) -> bool {
-        let interval = self.create_interval();
-        interval > crate::config::config().worker_create_interval
-            && self
-                .last_create_attempt
-                .is_some_and(|t| t.elapsed() < interval)
-    }
-
     pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
         self.workers[id].as_mut().expect("worker slot")
     }

@@ -226,15 +226,11 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
             return false;
         }
         if !may_start_working(c) {
-            if g.may_create_worker()
-                && !g.creation_deferred()
-                && !sleeper_ready(pool, g)
-                && manage_workers(pool, g)
-            {
+            if g.may_create_worker() && !sleeper_ready(pool, g) && manage_workers(pool, g) {
                 continue;
             }
-            // Going on without a spare (another thread manages, the CPU is saturated, or
-            // creation is slowed and not yet due): make sure the monitor watches this pool.
+            // Going on without a spare (another thread manages, or the CPU is saturated):
+            // make sure the monitor watches this pool.
             crate::monitor::note_busy();
         }
         return true;
