@@ -217,13 +217,19 @@ pub(crate) fn unbound_spare_cpu(
 /// first items may all be asleep).
 pub(crate) fn enough_workers(holding: usize, used_permille: u64, cpus: u64) -> Option<usize> {
     let cpus = cpus.max(1);
-    if holding == 0 || used_permille * 2 < 1000 * cpus {
+    if holding == 0 || !half_used(used_permille, cpus) {
         None
     } else if used_permille >= FULL_PERMILLE * cpus {
         Some(holding)
     } else {
         Some((holding as u64 * 1000 * cpus).div_ceil(used_permille) as usize)
     }
+}
+
+/// Whether `used_permille` (thousandths of one CPU) is at least half of `cpus` CPUs: below
+/// that, [`enough_workers`] measures nothing and [`next_enough`] counts the time as starved.
+fn half_used(used_permille: u64, cpus: u64) -> bool {
+    used_permille * 2 >= 1000 * cpus
 }
 
 /// How long items may wait while the pool's CPUs are less than half used before the pool
@@ -412,7 +418,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let enough = (waiting && s.busy_samples >= 2)
         .then(|| enough_workers(holding, managed_permille, cpus))
         .flatten();
-    s.starved_since = if waiting && managed_permille * 2 < 1000 * cpus {
+    s.starved_since = if waiting && !half_used(managed_permille, cpus) {
         // From the start of this interval: the CPUs idled through it.
         s.starved_since.or(Some(now - el))
     } else {
