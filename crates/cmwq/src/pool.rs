@@ -241,12 +241,7 @@ impl PoolLocked {
 
     /// The saturation gate for making a new worker (see `may_create_worker`).
     pub(crate) fn may_create_worker(&self) -> bool {
-        let intensive = self
-            .workers
-            .iter()
-            .flatten()
-            .filter(|w| w.flags & flags::CPU_INTENSIVE != 0)
-            .count();
+        let intensive = self.nr_cpu_intensive();
         // One runner per CPU and a spare; more while the CPUs are not saturated, which for an
         // unbound pool must have been seen by the monitor since the pool got busy.
         let gate_open = if self.cm_unbound {
@@ -257,11 +252,24 @@ impl PoolLocked {
         may_create_worker(self.nr_workers, self.gate_floor, intensive, gate_open)
     }
 
-    /// The least time between two creations now (see [`create_interval`]).
+    /// Workers marked CPU-intensive (they hold an item; outside concurrency management).
+    fn nr_cpu_intensive(&self) -> usize {
+        self.workers
+            .iter()
+            .flatten()
+            .filter(|w| w.flags & flags::CPU_INTENSIVE != 0)
+            .count()
+    }
+
+    /// The least time between two creations now (see [`create_interval`]). The workers
+    /// holding items are counted as the estimate counts them, CPU-intensive ones aside.
     pub(crate) fn create_interval(&self) -> Duration {
+        if self.cm_enough == usize::MAX {
+            return crate::config::config().worker_create_interval;
+        }
         create_interval(
             crate::config::config().worker_create_interval,
-            self.busy.len(),
+            self.busy.len().saturating_sub(self.nr_cpu_intensive()),
             self.cm_enough,
         )
     }
