@@ -51,45 +51,29 @@
 
 #![warn(missing_docs)]
 
-mod cancel;
-mod concurrency;
+mod cm;
 mod config;
-mod data;
-mod delayed;
 mod error;
-mod flush;
-mod manage;
-mod monitor;
+mod os;
 mod pool;
-mod pwq;
-mod rescuer;
-mod sync;
-mod system;
-mod timer;
-mod topology;
+mod queue;
+pub mod time;
 mod work;
-mod worker;
-mod workqueue;
-
-/// The timer clock behind delayed work, and a test clock to pause and advance it by hand.
-pub mod time {
-    pub use crate::timer::{pause, TestClock};
-}
 
 #[doc = include_str!("CONCURRENCY.md")]
 pub mod protocol {}
 
-pub use concurrency::blocking;
+pub use cm::blocking;
 pub use config::{config, configure, fail_worker_creation, Config};
-pub use delayed::{
-    schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
-};
 pub use error::Error;
-pub use system::{
+pub use os::topology::online_cpus;
+pub use pool::worker::{current_work, current_worker, set_panic_hook, WorkPanic, WorkerInfo};
+pub use queue::system::{
     schedule_work, schedule_work_on, system_freezable_power_efficient_wq, system_freezable_wq,
     system_highpri_wq, system_long_wq, system_power_efficient_wq, system_unbound_wq, system_wq,
 };
-pub use topology::online_cpus;
-pub use work::{StaticWork, Work, WorkBusy, WorkField, WorkItem};
-pub use worker::{current_work, current_worker, set_panic_hook, WorkPanic, WorkerInfo};
-pub use workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};
+pub use queue::workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};
+pub use work::delayed::{
+    schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
+};
+pub use work::item::{StaticWork, Work, WorkBusy, WorkField, WorkItem};

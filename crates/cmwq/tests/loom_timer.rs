@@ -10,14 +10,16 @@
 #![cfg(cmwq_loom)]
 
 #[allow(dead_code)]
-mod sync {
-    pub mod atomic {
-        pub use loom::sync::atomic::{AtomicU64, Ordering};
+mod os {
+    pub mod sync {
+        pub mod atomic {
+            pub use loom::sync::atomic::{AtomicU64, Ordering};
+        }
     }
 }
 
 #[allow(dead_code)]
-#[path = "../src/data.rs"]
+#[path = "../src/work/data.rs"]
 mod data;
 
 use data::{State, WorkData};

@@ -1,6 +1,6 @@
 //! Loom models of the work data word protocol (queue vs cancel vs execute vs flush).
 //!
-//! The word's code is `src/data.rs` itself, compiled here against loom's atomics; the pool is
+//! The word's code is `src/work/data.rs` itself, compiled here against loom's atomics; the pool is
 //! modelled as a loom mutex around the item's single possible list slot, as the engine's pool
 //! lock guards its lists. Run with:
 //!
@@ -10,14 +10,16 @@
 #![cfg(cmwq_loom)]
 
 #[allow(dead_code)]
-mod sync {
-    pub mod atomic {
-        pub use loom::sync::atomic::{AtomicU64, Ordering};
+mod os {
+    pub mod sync {
+        pub mod atomic {
+            pub use loom::sync::atomic::{AtomicU64, Ordering};
+        }
     }
 }
 
 #[allow(dead_code)]
-#[path = "../src/data.rs"]
+#[path = "../src/work/data.rs"]
 mod data;
 
 use data::{State, WorkData};

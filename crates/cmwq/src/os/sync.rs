@@ -1,7 +1,7 @@
 //! The synchronisation primitives the engine is built from.
 //!
-//! Everything that blocks a thread goes through here, so that the concurrency-management hooks
-//! ([`crate::blocking`]) wrap every wait the engine itself makes.
+//! The engine's own waits (flushes, `cancel_sync`, drains) wait on a [`Completion`]; the queue
+//! layer wraps each wait in [`crate::blocking`], so concurrency management sees it as a sleep.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, Thread};
@@ -41,19 +41,16 @@ impl Completion {
     }
 
     /// Waits until `complete` has been called. Must be called by the thread that created it.
-    /// Marked as a sleep for concurrency management.
+    ///
+    /// A plain wait: callers on worker threads wrap it in [`crate::blocking`] so that
+    /// concurrency management knows the worker sleeps (the OS layer knows nothing of pools).
     pub(crate) fn wait(&self) {
         debug_assert_eq!(thread::current().id(), self.waiter.id());
-        if self.is_done() {
-            return;
+        // `park` may return spuriously, or because someone else unparked this thread: the
+        // flag is the truth.
+        while !self.is_done() {
+            thread::park();
         }
-        crate::concurrency::blocking(|| {
-            // `park` may return spuriously, or because someone else unparked this thread:
-            // the flag is the truth.
-            while !self.is_done() {
-                thread::park();
-            }
-        });
     }
 }
 

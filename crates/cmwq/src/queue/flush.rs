@@ -8,11 +8,19 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::data::{State, NR_COLORS};
+use crate::os::sync::Completion;
 use crate::pool::pool_by_id;
-use crate::sync::Completion;
-use crate::workqueue::{state, WqShared};
-use crate::{worker, Error, Work, Workqueue};
+use crate::pool::worker;
+use crate::queue::workqueue::{state, WqShared};
+use crate::work::data::{State, NR_COLORS};
+use crate::{Error, Work, Workqueue};
+
+/// Waits for `c`, as a sleep for concurrency management when it has to wait at all.
+pub(crate) fn wait(c: &Completion) {
+    if !c.is_done() {
+        crate::cm::blocking(|| c.wait());
+    }
+}
 
 fn next_color(c: u8) -> u8 {
     ((c as usize + 1) % NR_COLORS) as u8
@@ -73,7 +81,7 @@ pub(crate) fn flush_work(work: &Work, running_only: bool) -> bool {
                 },
             }
         }
-        done.wait();
+        wait(&done);
         return true;
     }
 }
@@ -184,7 +192,7 @@ pub(crate) fn flush_shared(wq: &WqShared) -> Result<(), Error> {
             f.flusher_overflow.push_back(me.clone());
         }
     }
-    me.wait();
+    wait(&me);
 
     // Only the first flusher cascades to the next colors.
     let mut l = wq.mutex.lock();

@@ -8,13 +8,13 @@ use std::sync::{Arc, OnceLock};
 use bitflags::bitflags;
 use parking_lot::Mutex;
 
-use crate::data;
-use crate::flush::{FlushLocked, FlushState};
+use crate::os::topology;
+use crate::pool::rescuer::Rescuer;
+use crate::pool::worker;
 use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
-use crate::pwq::{PoolWorkqueue, PwqLocked};
-use crate::rescuer::Rescuer;
-use crate::topology;
-use crate::worker;
+use crate::queue::flush::{FlushLocked, FlushState};
+use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
+use crate::work::data;
 use crate::{Error, Work};
 
 /// Largest `max_active` (the kernel's `WQ_MAX_ACTIVE`).
@@ -502,7 +502,9 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
         pool::Kick::Nothing
     };
     drop(g);
-    pwq.pool.after_kick(kick);
+    if kick == pool::Kick::CreateFirstWorker {
+        pool::manage::create_first_worker(&pwq.pool);
+    }
     Ok(())
 }
 
@@ -531,11 +533,11 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     }
     // Armed delayed items of this queue would fire into a dead queue: cancel them (the kernel
     // calls leaving them armed a bug; here they end not pending and never run).
-    crate::timer::cancel_for_wq(wq.id);
+    crate::time::timer::cancel_for_wq(wq.id);
     loop {
-        let _ = crate::flush::drain_shared(wq);
+        let _ = crate::queue::flush::drain_shared(wq);
         // The queue's own items may have armed timers while it drained.
-        crate::timer::cancel_for_wq(wq.id);
+        crate::time::timer::cancel_for_wq(wq.id);
         // Mark each pwq dead once it is empty; a racing insert makes us drain again.
         let mut all_dead = true;
         for pwq in wq.pwqs() {

@@ -10,11 +10,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cancel::{grab_pending, Grabbed};
-use crate::data;
-use crate::timer::{self, Target, TimerField};
-use crate::workqueue::{insert_owned, state, WqShared};
-use crate::{topology, Error, Work, WorkField, WorkItem, Workqueue};
+use crate::os::topology;
+use crate::queue::workqueue::{insert_owned, state, WqShared};
+use crate::time::timer::{self, Target, TimerField};
+use crate::work::cancel::{grab_pending, Grabbed};
+use crate::work::data;
+use crate::{Error, Work, WorkField, WorkItem, Workqueue};
 
 /// The part of a delayed work item the engine owns: a [`WorkField`] and a timer. Embed one in
 /// your own type and implement [`DelayedWorkItem`] to queue that type without a second

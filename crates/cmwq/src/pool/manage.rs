@@ -7,11 +7,11 @@ use std::time::Instant;
 use parking_lot::{Condvar, MutexGuard};
 
 use crate::config::{config, creation_fails};
+use crate::os::topology;
 use crate::pool::{
     flags, kick_pool, need_to_create_worker, too_many_workers, PoolLocked, Sleep, WorkerPool,
     WorkerSlot,
 };
-use crate::topology;
 
 fn worker_name(pool: &WorkerPool, id: usize) -> String {
     match pool.cpu {
@@ -79,7 +79,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
         let name2 = name.clone();
         std::thread::Builder::new()
             .name(topology::thread_name(&name))
-            .spawn(move || crate::worker::worker_thread(pool, id, cv, name2))
+            .spawn(move || crate::pool::worker::worker_thread(pool, id, cv, name2))
     });
     match spawned {
         Ok(join) => {
@@ -178,7 +178,7 @@ fn throttle(g: &mut MutexGuard<'_, PoolLocked>) {
 /// Creates a pool's first worker (a queue found the pool without any). On failure the monitor
 /// retries after the cooldown.
 pub(crate) fn create_first_worker(pool: &Arc<WorkerPool>) {
-    crate::monitor::ensure_started();
+    crate::cm::monitor::ensure_started();
     let mut g = pool.locked.lock();
     if g.nr_workers > 0 || g.manager_active || g.destroying {
         return;
@@ -200,7 +200,7 @@ pub(crate) fn create_first_worker(pool: &Arc<WorkerPool>) {
     if need_to_create_worker(g.counters()) {
         // Still short (creation failed, or both are busy already): the monitor retries.
         drop(g);
-        crate::monitor::note_busy();
+        crate::cm::monitor::note_busy();
     }
 }
 

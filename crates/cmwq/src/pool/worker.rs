@@ -7,13 +7,13 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Condvar, MutexGuard, RwLock};
 
-use crate::manage::{manage_workers, sleeper_ready};
+use crate::os::topology;
+use crate::pool::manage::{manage_workers, sleeper_ready};
 use crate::pool::{
     flags, keep_working, kick_pool, may_start_working, need_more_worker, Entry, PoolLocked,
     WorkerPool,
 };
-use crate::topology;
-use crate::workqueue::{WqFlags, WqShared};
+use crate::queue::workqueue::{WqFlags, WqShared};
 use crate::Work;
 
 // ===== thread-local context =====
@@ -198,7 +198,7 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
 
         if should_process(&pool, &mut g) {
             g.worker_clr_flags(id, flags::PREP);
-            crate::monitor::note_busy();
+            crate::cm::monitor::note_busy();
             loop {
                 let Some(entry) = g.worklist.pop_front() else {
                     break;
@@ -231,7 +231,7 @@ fn should_process(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) ->
             }
             // Going on without a spare (another thread manages, or the CPU is saturated):
             // make sure the monitor watches this pool.
-            crate::monitor::note_busy();
+            crate::cm::monitor::note_busy();
         }
         return true;
     }

@@ -1,12 +1,12 @@
-//! Concurrency management: the user-space stand-in for the scheduler's
-//! `wq_worker_sleeping`/`wq_worker_running` hooks, and CPU-hog detection.
+//! Concurrency management's automatic path: the monitor's samples, which notice what the
+//! scheduler's `wq_worker_sleeping`/`wq_worker_running` hooks would report, and CPU hogs.
 //!
 //! A worker of a per-CPU pool counts in the pool's `nr_running` while it processes items, and
-//! in `nr_hinted` while it sleeps inside [`blocking`]. The pool lets one worker run (the
+//! in `nr_hinted` while it sleeps inside [`blocking`](crate::blocking). The pool lets one worker run (the
 //! kernel's rule) or, once the monitor raised `cm_target`, hold up to `cm_target` items
 //! running or asleep. Two paths tell the pool that a running worker sleeps:
 //!
-//! * **Exact** — [`blocking`]: the worker leaves `nr_running` for the duration of the call and,
+//! * **Exact** — [`blocking`](crate::blocking): the worker leaves `nr_running` for the duration of the call and,
 //!   if that leaves work waiting with nobody running, the most recently idle worker is woken
 //!   at once (it makes a new spare if it was the last idle one).
 //! * **Automatic** — [`sample_pool`], run by the monitor thread on an adaptive interval. It
@@ -31,72 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::config;
-use crate::pool::{flags, kick_pool, Kick, PoolLocked, Sleep, WorkerPool};
-use crate::{topology, worker};
-
-/// Runs `f`, telling concurrency management that the calling worker sleeps meanwhile.
-///
-/// Wrap calls that block (I/O, sleeps, lock and channel waits) in work items of per-CPU
-/// workqueues, so that other items queued on the same CPU start on another worker at once
-/// instead of waiting behind the sleeper (the monitor also notices unannounced sleeps, but
-/// only after a sample or two). Outside a worker thread, nested inside another `blocking`, or
-/// on workers already outside concurrency management (unbound, CPU-intensive, rescuers) it
-/// just calls `f`. cmwq's own waits (`flush`, `cancel_sync`, `drain`) use it.
-///
-/// ```
-/// use cmwq::{Work, system_wq};
-///
-/// let work = Work::new(|_| {
-///     cmwq::blocking(|| std::thread::sleep(std::time::Duration::from_millis(1)));
-/// });
-/// system_wq().queue(&work);
-/// work.flush();
-/// ```
-pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    let Some((pool, id)) = worker::with_worker(|w| (w.pool.clone(), w.id)) else {
-        return f();
-    };
-    let entered = {
-        let mut g = pool.locked.lock();
-        let w = g.worker(id);
-        if w.sleep != Sleep::Awake || w.flags & flags::NOT_RUNNING != 0 {
-            false
-        } else {
-            w.sleep = Sleep::Hinted(Instant::now());
-            g.nr_running -= 1;
-            g.nr_hinted += 1;
-            // The kernel's wq_worker_sleeping: wake a spare if work now waits.
-            if kick_pool(&mut g) == Kick::Woke {
-                if let Some((_, slot)) = g.worker(id).current {
-                    g.pwq(slot).nr_cm_wakeup += 1;
-                }
-            }
-            true
-        }
-    };
-    /// Restores the accounting even if `f` unwinds (the kernel's wq_worker_running).
-    struct Running {
-        pool: Arc<WorkerPool>,
-        id: usize,
-        entered: bool,
-    }
-    impl Drop for Running {
-        fn drop(&mut self) {
-            if self.entered {
-                let mut g = self.pool.locked.lock();
-                let w = g.worker(self.id);
-                w.sleep = Sleep::Awake;
-                w.epoch += 1; // CPU-hog detection measures from the wake-up
-                if w.flags & flags::NOT_RUNNING == 0 {
-                    g.nr_running += 1;
-                }
-                g.nr_hinted -= 1;
-            }
-        }
-    }
-    let _running = Running { pool, id, entered };
-    f()
-}
+use crate::os::topology;
+use crate::pool::{flags, kick_pool, PoolLocked, Sleep, WorkerPool};
 
 // ===== the automatic path =====
 

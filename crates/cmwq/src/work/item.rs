@@ -5,7 +5,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use crate::data::{State, WorkData};
+use crate::work::data::{State, WorkData};
 
 /// The part of a work item the engine owns: its atomic data word (the kernel's
 /// `work_struct`). Embed one in your own type and implement [`WorkItem`] to queue that type

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::workqueue::{insert_owned, WqShared};
+use crate::queue::workqueue::{insert_owned, WqShared};
 use crate::DelayedWork;
 
 // ===== the clock =====

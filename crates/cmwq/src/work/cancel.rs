@@ -1,9 +1,10 @@
 //! Cancelling, disabling and enabling work items (the kernel's `try_to_grab_pending` family).
 
-use crate::data::{self, State};
-use crate::flush::flush_work;
+use crate::pool::worker;
 use crate::pool::{pool_by_id, Entry, PoolLocked};
-use crate::{worker, Work};
+use crate::queue::flush::flush_work;
+use crate::work::data::{self, State};
+use crate::Work;
 
 /// What the canceller found when it took `PENDING`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

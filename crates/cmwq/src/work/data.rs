@@ -1,6 +1,6 @@
 //! The work item's atomic data word (the kernel's `work_struct::data`).
 //!
-//! This file is self-contained: it only uses `crate::sync::atomic`, so the loom model in
+//! This file is self-contained: it only uses `crate::os::sync::atomic`, so the loom model in
 //! `tests/loom_work_data.rs` compiles this very source against loom's atomics.
 //!
 //! # Layout (64 bits)
@@ -32,7 +32,7 @@
 //! into that sequence, so the worker's later `start_execution` (an acquiring RMW that reads the
 //! latest value) synchronises with it and sees every store the queuer made before.
 
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::os::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) const PENDING: u64 = 1 << 0;
 pub(crate) const INACTIVE: u64 = 1 << 1;

@@ -8,9 +8,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::data::{self, NR_COLORS};
 use crate::pool::{kick_pool, Entry, PoolLocked, WorkerPool};
-use crate::workqueue::WqShared;
+use crate::queue::workqueue::WqShared;
+use crate::work::data::{self, NR_COLORS};
 
 /// The workqueue's handle on its slot in a pool.
 #[derive(Clone)]

@@ -13,11 +13,11 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::config;
-use crate::manage::{alloc_worker_id, new_slot};
+use crate::os::topology;
+use crate::pool::manage::{alloc_worker_id, new_slot};
+use crate::pool::worker::{assign_work, process_scheduled, set_worker_ctx, WorkerCtx};
 use crate::pool::{flags, kick_pool, need_to_create_worker, WorkerPool};
-use crate::topology;
-use crate::worker::{assign_work, process_scheduled, set_worker_ctx, WorkerCtx};
-use crate::workqueue::{WqFlags, WqShared};
+use crate::queue::workqueue::{WqFlags, WqShared};
 
 struct State {
     stop: bool,
@@ -54,7 +54,7 @@ impl Rescuer {
                 tracing::warn!(target: "cmwq", workqueue = %wq.name, %err, "could not create rescuer")
             })
             .ok();
-        crate::monitor::ensure_started();
+        crate::cm::monitor::ensure_started();
         Rescuer { shared, join }
     }
 

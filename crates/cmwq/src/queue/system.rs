@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use crate::workqueue::{WqFlags, WQ_MAX_ACTIVE};
+use crate::queue::workqueue::{WqFlags, WQ_MAX_ACTIVE};
 use crate::{Error, Work, Workqueue};
 
 macro_rules! system_wq {
@@ -47,12 +47,12 @@ system_wq!(
     0
 );
 
-/// Queues `work` on [`system_wq`] on the calling CPU.
+/// Queues `work` on [`system_wq`](fn@system_wq) on the calling CPU.
 pub fn schedule_work(work: &Work) -> bool {
     system_wq().queue(work)
 }
 
-/// Queues `work` on [`system_wq`] on `cpu`.
+/// Queues `work` on [`system_wq`](fn@system_wq) on `cpu`.
 pub fn schedule_work_on(cpu: usize, work: &Work) -> Result<bool, Error> {
     system_wq().queue_on(cpu, work)
 }

@@ -4,18 +4,17 @@
 //! life of the process; unbound pools are created per distinct [`Attrs`] and shared by every
 //! unbound workqueue with equal attributes, and destroyed when the last one goes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use rustc_hash::FxHashMap;
 
-use crate::pwq::PwqLocked;
-use crate::sync::Completion;
-use crate::topology;
+use crate::os::sync::Completion;
+use crate::queue::pwq::PwqLocked;
 use crate::Work;
 
 /// Nice value of high-priority pools (the kernel's `HIGHPRI_NICE_LEVEL`).
@@ -152,7 +151,7 @@ pub(crate) struct WorkerPool {
     /// A worker could not get the pool's nice value (no CAP_SYS_NICE); recorded, not fatal.
     pub(crate) nice_failed: AtomicBool,
     /// Number of pwqs using an unbound pool (guarded by the registry lock).
-    refcnt: Mutex<usize>,
+    pub(super) refcnt: Mutex<usize>,
 }
 
 // ===== the concurrency-management predicates (kernel names), pure over the counters =====
@@ -393,7 +392,7 @@ pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
 }
 
 impl WorkerPool {
-    fn new(id: u32, cpu: Option<usize>, highpri: bool, attrs: Attrs) -> Self {
+    pub(super) fn new(id: u32, cpu: Option<usize>, highpri: bool, attrs: Attrs) -> Self {
         let gate_floor = if cpu.is_some() {
             2
         } else {
@@ -436,143 +435,26 @@ impl WorkerPool {
         self.cpu.is_none()
     }
 
-    /// Acts on what `kick_pool` asked for, after the pool lock was dropped.
-    pub(crate) fn after_kick(self: &Arc<Self>, kick: Kick) {
-        if kick == Kick::CreateFirstWorker {
-            crate::manage::create_first_worker(self);
-        }
-    }
-
     /// Adds a pwq slot for `pwq`; returns its slot number. Slots are never reused, so a
     /// queuer holding a stale slot number finds it empty (destroyed), never another queue's.
     pub(crate) fn add_pwq(&self, pwq: PwqLocked) -> u32 {
         let mut g = self.locked.lock();
         g.pwqs.push(Some(pwq));
         let slot = g.pwqs.len() - 1;
-        assert!(slot <= crate::data::MAX_SLOT, "too many pool workqueues");
+        assert!(
+            slot <= crate::work::data::MAX_SLOT,
+            "too many pool workqueues"
+        );
         slot as u32
     }
 
     /// Tells every worker to exit and returns their threads (pool lock held by the caller).
-    fn stop_workers(g: &mut MutexGuard<'_, PoolLocked>) -> Vec<JoinHandle<()>> {
+    pub(super) fn stop_workers(g: &mut MutexGuard<'_, PoolLocked>) -> Vec<JoinHandle<()>> {
         g.destroying = true;
         let ids: Vec<usize> = (0..g.workers.len())
             .filter(|&i| g.workers[i].as_ref().is_some_and(|w| !w.die))
             .collect();
         ids.into_iter().filter_map(|id| g.kill_worker(id)).collect()
-    }
-}
-
-// ===== the pool registry (the kernel's worker_pool_idr, per-CPU pools and unbound hash) =====
-
-struct Registry {
-    by_id: Vec<Option<Arc<WorkerPool>>>,
-    unbound: HashMap<Attrs, Arc<WorkerPool>>,
-}
-
-struct Pools {
-    /// `[normal, highpri]` per allowed CPU, in `online_cpus()` order.
-    per_cpu: Vec<[Arc<WorkerPool>; 2]>,
-    registry: RwLock<Registry>,
-}
-
-fn pools() -> &'static Pools {
-    static POOLS: OnceLock<Pools> = OnceLock::new();
-    POOLS.get_or_init(|| {
-        let _ = crate::config::config();
-        let cpus = &topology::cpus().list;
-        let mut by_id = Vec::new();
-        let mut per_cpu = Vec::new();
-        for &cpu in cpus {
-            let mut pair = Vec::new();
-            for highpri in [false, true] {
-                let id = by_id.len() as u32;
-                let nice = if highpri { HIGHPRI_NICE } else { 0 };
-                let attrs = Attrs {
-                    nice,
-                    cpumask: vec![cpu],
-                };
-                let pool = Arc::new(WorkerPool::new(id, Some(cpu), highpri, attrs));
-                by_id.push(Some(pool.clone()));
-                pair.push(pool);
-            }
-            let highpri = pair.pop().expect("two pools");
-            let normal = pair.pop().expect("two pools");
-            per_cpu.push([normal, highpri]);
-        }
-        Pools {
-            per_cpu,
-            registry: RwLock::new(Registry {
-                by_id,
-                unbound: HashMap::new(),
-            }),
-        }
-    })
-}
-
-/// The per-CPU pool of CPU index `idx` (position in `online_cpus()`).
-pub(crate) fn per_cpu_pool(idx: usize, highpri: bool) -> Arc<WorkerPool> {
-    pools().per_cpu[idx][usize::from(highpri)].clone()
-}
-
-/// Every live pool (per-CPU ones first).
-pub(crate) fn all_pools() -> Vec<Arc<WorkerPool>> {
-    pools()
-        .registry
-        .read()
-        .by_id
-        .iter()
-        .flatten()
-        .cloned()
-        .collect()
-}
-
-/// The pool with this id, if it still exists.
-pub(crate) fn pool_by_id(id: u32) -> Option<Arc<WorkerPool>> {
-    pools()
-        .registry
-        .read()
-        .by_id
-        .get(id as usize)
-        .and_then(Clone::clone)
-}
-
-/// Finds or creates the unbound pool for `attrs` and takes a reference on it.
-pub(crate) fn get_unbound_pool(attrs: &Attrs) -> Arc<WorkerPool> {
-    let mut reg = pools().registry.write();
-    if let Some(pool) = reg.unbound.get(attrs) {
-        *pool.refcnt.lock() += 1;
-        return pool.clone();
-    }
-    let id = reg.by_id.len() as u32;
-    assert!(id < crate::data::POOL_NONE, "pool ids exhausted");
-    let pool = Arc::new(WorkerPool::new(id, None, attrs.nice < 0, attrs.clone()));
-    *pool.refcnt.lock() = 1;
-    reg.by_id.push(Some(pool.clone()));
-    reg.unbound.insert(attrs.clone(), pool.clone());
-    pool
-}
-
-/// Drops a reference on an unbound pool; the last one destroys it and joins its workers.
-pub(crate) fn put_unbound_pool(pool: &Arc<WorkerPool>) {
-    let joins = {
-        let mut reg = pools().registry.write();
-        let mut refcnt = pool.refcnt.lock();
-        *refcnt -= 1;
-        if *refcnt > 0 {
-            return;
-        }
-        reg.unbound.remove(&pool.attrs);
-        reg.by_id[pool.id as usize] = None;
-        drop(refcnt);
-        let mut g = pool.locked.lock();
-        WorkerPool::stop_workers(&mut g)
-    };
-    let me = std::thread::current().id();
-    for j in joins {
-        if j.thread().id() != me {
-            let _ = j.join();
-        }
     }
 }
 

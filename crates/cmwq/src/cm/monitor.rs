@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::concurrency::{sample_pool, PoolSample};
+use crate::cm::sample::{sample_pool, PoolSample};
 use crate::config::config;
-use crate::{manage, pool, rescuer};
+use crate::pool::{self, manage, rescuer};
 
 static MONITOR: OnceLock<Thread> = OnceLock::new();
 /// Set while the monitor is parked for lack of busy pools.
@@ -66,7 +66,7 @@ pub(crate) fn reap_period() -> Duration {
 fn run() {
     // The monitor stands in for the scheduler tick: let it run promptly when CPUs are busy
     // (kept at the default nice if the process may not raise priority).
-    let _ = crate::topology::set_current_nice(crate::pool::HIGHPRI_NICE);
+    let _ = crate::os::topology::set_current_nice(crate::pool::HIGHPRI_NICE);
     let cfg = config();
     let mut samples: HashMap<u32, PoolSample> = HashMap::new();
     let mut last_reap = Instant::now();

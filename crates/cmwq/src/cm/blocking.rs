@@ -1,0 +1,72 @@
+//! The exact path of concurrency management: [`blocking`], the user-space stand-in for the
+//! scheduler's `wq_worker_sleeping` / `wq_worker_running` hooks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::pool::worker;
+use crate::pool::{flags, kick_pool, Kick, Sleep, WorkerPool};
+
+/// Runs `f`, telling concurrency management that the calling worker sleeps meanwhile.
+///
+/// Wrap calls that block (I/O, sleeps, lock and channel waits) in work items of per-CPU
+/// workqueues, so that other items queued on the same CPU start on another worker at once
+/// instead of waiting behind the sleeper (the monitor also notices unannounced sleeps, but
+/// only after a sample or two). Outside a worker thread, nested inside another `blocking`, or
+/// on workers already outside concurrency management (unbound, CPU-intensive, rescuers) it
+/// just calls `f`. cmwq's own waits (`flush`, `cancel_sync`, `drain`) use it.
+///
+/// ```
+/// use cmwq::{Work, system_wq};
+///
+/// let work = Work::new(|_| {
+///     cmwq::blocking(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+/// });
+/// system_wq().queue(&work);
+/// work.flush();
+/// ```
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let Some((pool, id)) = worker::with_worker(|w| (w.pool.clone(), w.id)) else {
+        return f();
+    };
+    let entered = {
+        let mut g = pool.locked.lock();
+        let w = g.worker(id);
+        if w.sleep != Sleep::Awake || w.flags & flags::NOT_RUNNING != 0 {
+            false
+        } else {
+            w.sleep = Sleep::Hinted(Instant::now());
+            g.nr_running -= 1;
+            g.nr_hinted += 1;
+            // The kernel's wq_worker_sleeping: wake a spare if work now waits.
+            if kick_pool(&mut g) == Kick::Woke {
+                if let Some((_, slot)) = g.worker(id).current {
+                    g.pwq(slot).nr_cm_wakeup += 1;
+                }
+            }
+            true
+        }
+    };
+    /// Restores the accounting even if `f` unwinds (the kernel's wq_worker_running).
+    struct Running {
+        pool: Arc<WorkerPool>,
+        id: usize,
+        entered: bool,
+    }
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if self.entered {
+                let mut g = self.pool.locked.lock();
+                let w = g.worker(self.id);
+                w.sleep = Sleep::Awake;
+                w.epoch += 1; // CPU-hog detection measures from the wake-up
+                if w.flags & flags::NOT_RUNNING == 0 {
+                    g.nr_running += 1;
+                }
+                g.nr_hinted -= 1;
+            }
+        }
+    }
+    let _running = Running { pool, id, entered };
+    f()
+}

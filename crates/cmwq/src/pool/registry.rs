@@ -1,0 +1,122 @@
+//! The pool registry (the kernel's `worker_pool_idr`, per-CPU pools and `unbound_pool_hash`):
+//! two pools per allowed CPU for the life of the process, unbound pools shared by equal
+//! attributes and destroyed with their last user.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
+
+use crate::os::topology;
+use crate::pool::{Attrs, WorkerPool, HIGHPRI_NICE};
+
+struct Registry {
+    by_id: Vec<Option<Arc<WorkerPool>>>,
+    unbound: HashMap<Attrs, Arc<WorkerPool>>,
+}
+
+struct Pools {
+    /// `[normal, highpri]` per allowed CPU, in `online_cpus()` order.
+    per_cpu: Vec<[Arc<WorkerPool>; 2]>,
+    registry: RwLock<Registry>,
+}
+
+fn pools() -> &'static Pools {
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    POOLS.get_or_init(|| {
+        let _ = crate::config::config();
+        let cpus = &topology::cpus().list;
+        let mut by_id = Vec::new();
+        let mut per_cpu = Vec::new();
+        for &cpu in cpus {
+            let mut pair = Vec::new();
+            for highpri in [false, true] {
+                let id = by_id.len() as u32;
+                let nice = if highpri { HIGHPRI_NICE } else { 0 };
+                let attrs = Attrs {
+                    nice,
+                    cpumask: vec![cpu],
+                };
+                let pool = Arc::new(WorkerPool::new(id, Some(cpu), highpri, attrs));
+                by_id.push(Some(pool.clone()));
+                pair.push(pool);
+            }
+            let highpri = pair.pop().expect("two pools");
+            let normal = pair.pop().expect("two pools");
+            per_cpu.push([normal, highpri]);
+        }
+        Pools {
+            per_cpu,
+            registry: RwLock::new(Registry {
+                by_id,
+                unbound: HashMap::new(),
+            }),
+        }
+    })
+}
+
+/// The per-CPU pool of CPU index `idx` (position in `online_cpus()`).
+pub(crate) fn per_cpu_pool(idx: usize, highpri: bool) -> Arc<WorkerPool> {
+    pools().per_cpu[idx][usize::from(highpri)].clone()
+}
+
+/// Every live pool (per-CPU ones first).
+pub(crate) fn all_pools() -> Vec<Arc<WorkerPool>> {
+    pools()
+        .registry
+        .read()
+        .by_id
+        .iter()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// The pool with this id, if it still exists.
+pub(crate) fn pool_by_id(id: u32) -> Option<Arc<WorkerPool>> {
+    pools()
+        .registry
+        .read()
+        .by_id
+        .get(id as usize)
+        .and_then(Clone::clone)
+}
+
+/// Finds or creates the unbound pool for `attrs` and takes a reference on it.
+pub(crate) fn get_unbound_pool(attrs: &Attrs) -> Arc<WorkerPool> {
+    let mut reg = pools().registry.write();
+    if let Some(pool) = reg.unbound.get(attrs) {
+        *pool.refcnt.lock() += 1;
+        return pool.clone();
+    }
+    let id = reg.by_id.len() as u32;
+    assert!(id < crate::work::data::POOL_NONE, "pool ids exhausted");
+    let pool = Arc::new(WorkerPool::new(id, None, attrs.nice < 0, attrs.clone()));
+    *pool.refcnt.lock() = 1;
+    reg.by_id.push(Some(pool.clone()));
+    reg.unbound.insert(attrs.clone(), pool.clone());
+    pool
+}
+
+/// Drops a reference on an unbound pool; the last one destroys it and joins its workers.
+pub(crate) fn put_unbound_pool(pool: &Arc<WorkerPool>) {
+    let joins = {
+        let mut reg = pools().registry.write();
+        let mut refcnt = pool.refcnt.lock();
+        *refcnt -= 1;
+        if *refcnt > 0 {
+            return;
+        }
+        reg.unbound.remove(&pool.attrs);
+        reg.by_id[pool.id as usize] = None;
+        drop(refcnt);
+        let mut g = pool.locked.lock();
+        WorkerPool::stop_workers(&mut g)
+    };
+    let me = std::thread::current().id();
+    for j in joins {
+        if j.thread().id() != me {
+            let _ = j.join();
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Workqueues: the user-facing policy object (flags, `max_active`, the flush domain), their
+//! pool workqueues (the link to a worker pool), flushing and draining, the system queues.
+//!
+//! Uses the pool layer (to put items on pools and to find where an item runs), the
+//! concurrency-management hint (its waits are sleeps), the timer service (destroy disarms
+//! timers) and the OS layer. Used by the item operations above it and by the API.
+//!
+//! The pool layer reaches back into [`pwq`] by design: a pool workqueue's counters live under
+//! its pool's lock (as `pool->lock` guards them in the kernel), so the pool owns their storage
+//! and a worker retires its item's flush color there.
+
+pub(crate) mod flush;
+pub(crate) mod pwq;
+pub(crate) mod system;
+pub(crate) mod workqueue;
