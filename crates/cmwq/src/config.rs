@@ -49,10 +49,16 @@ pub struct Config {
     /// throttle the kernel does not have; like XNU's and .NET's, it stops a backlog of
     /// sleeping items from creating a thread per item in a burst). Zero disables.
     pub worker_create_interval: Duration,
-    /// Most workers one pool may have (a cap the kernel does not have; creation beyond it is
-    /// treated like a failed creation, which calls the rescuers).
+    /// Workers one pool makes at the normal pace (a soft cap the kernel does not have).
+    /// Beyond it creation goes on, one worker per [`SOFT_CAP_INTERVAL`](crate::SOFT_CAP_INTERVAL)
+    /// at most: a runaway backlog of sleeping items grows threads slowly, while items that wait
+    /// for one another still get the workers they need (a hard cap would deadlock them).
     pub max_workers_per_pool: usize,
 }
+
+/// Least time between two worker creations in a pool past
+/// [`Config::max_workers_per_pool`]: 100 new workers a second at most.
+pub const SOFT_CAP_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for Config {
     fn default() -> Self {

@@ -62,6 +62,13 @@ pub enum Error {
     /// [`configure`](crate::configure) was called after the engine started (or twice).
     #[error("the configuration is fixed once the engine has started")]
     ConfigLocked,
+    /// A worker pool already serves as many live workqueues as a work item's data word can
+    /// name (2^24); destroy some first.
+    #[error("too many live workqueues on one worker pool (at most {max})")]
+    TooManyWorkqueues {
+        /// The most live workqueues one pool can serve.
+        max: usize,
+    },
     /// Waiting here would wait for the calling work item itself: a certain deadlock.
     #[error("a work item cannot flush itself or the workqueue it is running on")]
     SelfFlush,

@@ -64,10 +64,12 @@ mod work;
 pub mod protocol {}
 
 pub use cm::blocking;
-pub use config::{config, configure, fail_worker_creation, Config};
+pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
 pub use error::Error;
 pub use os::topology::online_cpus;
-pub use pool::worker::{current_work, current_worker, set_panic_hook, WorkPanic, WorkerInfo};
+pub use pool::invariant_violations;
+pub use pool::panic::{set_panic_hook, WorkPanic};
+pub use pool::worker::{current_work, current_worker, WorkerInfo};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_freezable_power_efficient_wq, system_freezable_wq,
     system_highpri_wq, system_long_wq, system_power_efficient_wq, system_unbound_wq, system_wq,

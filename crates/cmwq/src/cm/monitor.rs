@@ -68,7 +68,7 @@ fn run() {
     // (kept at the default nice if the process may not raise priority).
     let _ = crate::os::topology::set_current_nice(crate::pool::HIGHPRI_NICE);
     let cfg = config();
-    let mut samples: HashMap<u32, PoolSample> = HashMap::new();
+    let mut samples: HashMap<u64, PoolSample> = HashMap::new();
     let mut last_reap = Instant::now();
     let mut steady_rounds = 0u32;
     loop {
@@ -76,14 +76,14 @@ fn run() {
         let mut busy = false;
         let mut changed = false;
         for p in &pools {
-            let s = samples.entry(p.id).or_default();
+            let s = samples.entry(p.serial).or_default();
             let before = p.locked.lock().cm_target;
             busy |= sample_pool(p, s);
             changed |= p.locked.lock().cm_target != before;
             manage::retry_creation(p);
             rescuer::check_mayday(p);
         }
-        samples.retain(|id, _| pools.iter().any(|p| p.id == *id));
+        samples.retain(|serial, _| pools.iter().any(|p| p.serial == *serial));
         if last_reap.elapsed() >= reap_period() {
             last_reap = Instant::now();
             for p in &pools {

@@ -153,8 +153,10 @@ pub(crate) fn task_state(tid: i32) -> Option<u8> {
     buf.get(close + 2).copied()
 }
 
-/// Cuts `name` to Linux's 15-byte thread-name limit at a character boundary.
+/// Cuts `name` to Linux's 15-byte thread-name limit at a character boundary, with NUL bytes
+/// (which the OS cannot take in a thread name) shown as `?`.
 pub(crate) fn thread_name(name: &str) -> String {
+    let name = name.replace('\0', "?");
     let mut end = name.len().min(15);
     while !name.is_char_boundary(end) {
         end -= 1;
@@ -165,6 +167,13 @@ pub(crate) fn thread_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_names_are_cut_and_have_no_nul() {
+        assert_eq!(thread_name("kworker/R-a\0b"), "kworker/R-a?b");
+        assert_eq!(thread_name("kworker/R-abcdefghij"), "kworker/R-abcde");
+        assert_eq!(thread_name("kworker/R-abcdé"), "kworker/R-abcd");
+    }
 
     #[test]
     fn cpus_are_sorted_and_indexed() {

@@ -54,15 +54,18 @@ pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>) -> WorkerSlot {
 
 /// Creates one worker; it starts idle but woken, so it looks at the worklist once. Drops the
 /// pool lock while the thread is spawned. Returns false if no thread could be made (the OS
-/// refused, fault injection, or the pool is at its cap); the failure time is recorded for the
-/// mayday logic.
+/// refused, or fault injection); the failure time is recorded for the mayday logic.
+///
+/// The pool may start being destroyed while the lock is dropped (`stop_workers` then kills
+/// the new slot and counts it out of `nr_workers`): the thread, if it was made, is joined here
+/// (it exits at once), and a failed spawn does not count the slot out a second time.
 pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolLocked>) -> bool {
     if g.destroying {
         return false;
     }
     let now = Instant::now();
     g.last_create_attempt = Some(now);
-    if creation_fails() || g.nr_workers >= config().max_workers_per_pool {
+    if creation_fails() {
         g.creation_failed_since.get_or_insert(now);
         return false;
     }
@@ -81,7 +84,15 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
             .name(topology::thread_name(&name))
             .spawn(move || crate::pool::worker::worker_thread(pool, id, cv, name2))
     });
+    let killed = g.workers[id].as_ref().is_none_or(|w| w.die);
     match spawned {
+        Ok(join) if killed => {
+            // Stopped meanwhile: the thread sees `die` and exits; nobody else will join it.
+            MutexGuard::unlocked(g, || {
+                let _ = join.join();
+            });
+            false
+        }
         Ok(join) => {
             if let Some(w) = g.workers[id].as_mut() {
                 w.join = Some(join);
@@ -90,16 +101,28 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
             true
         }
         Err(err) => {
-            tracing::warn!(target: "cmwq", pool = pool.id, %err, "failed to create worker thread");
-            if g.workers[id].as_ref().is_some_and(|w| w.idle) {
-                g.worker_leave_idle(id);
+            if !killed {
+                if g.workers[id].as_ref().is_some_and(|w| w.idle) {
+                    g.worker_leave_idle(id);
+                }
+                g.workers[id] = None;
+                g.nr_workers -= 1;
+            } else {
+                g.workers[id] = None;
             }
-            g.workers[id] = None;
-            g.nr_workers -= 1;
             g.creation_failed_since.get_or_insert(Instant::now());
+            drop_lock_and_warn(g, pool.id, err);
             false
         }
     }
+}
+
+/// Logs a failed creation with the pool lock dropped (a subscriber is user code).
+fn drop_lock_and_warn(g: &mut MutexGuard<'_, PoolLocked>, pool: u32, err: std::io::Error) {
+    MutexGuard::unlocked(
+        g,
+        || tracing::warn!(target: "cmwq", pool, %err, "failed to create worker thread"),
+    );
 }
 
 /// Takes the manager role if free and creates workers until the pool has an idle one (the

@@ -11,10 +11,12 @@
 //! pool code arms its idle and mayday timers.
 
 pub(crate) mod manage;
+pub(crate) mod panic;
 pub(crate) mod registry;
 pub(crate) mod rescuer;
 pub(crate) mod worker;
 mod worker_pool;
 
 pub(crate) use registry::*;
+pub use worker_pool::invariant_violations;
 pub(crate) use worker_pool::*;

@@ -12,6 +12,14 @@ use crate::pool::{Attrs, WorkerPool, HIGHPRI_NICE};
 
 struct Registry {
     by_id: Vec<Option<Arc<WorkerPool>>>,
+    /// Ids of destroyed unbound pools, reused by the next ones (so the registry, and the
+    /// monitor's walk over it, stay as large as the live pools).
+    ///
+    /// A reused id cannot mislead: a data word names a pool either as the one an item is
+    /// queued on (which lives until its queues are destroyed, and they drain first) or as the
+    /// last one it ran on, a hint that every reader checks under that pool's lock against
+    /// its lists and busy map, where an item of the old pool is never found.
+    free_ids: Vec<u32>,
     unbound: HashMap<Attrs, Arc<WorkerPool>>,
 }
 
@@ -49,6 +57,7 @@ fn pools() -> &'static Pools {
             per_cpu,
             registry: RwLock::new(Registry {
                 by_id,
+                free_ids: Vec::new(),
                 unbound: HashMap::new(),
             }),
         }
@@ -89,11 +98,19 @@ pub(crate) fn get_unbound_pool(attrs: &Attrs) -> Arc<WorkerPool> {
         *pool.refcnt.lock() += 1;
         return pool.clone();
     }
-    let id = reg.by_id.len() as u32;
-    assert!(id < crate::work::data::POOL_NONE, "pool ids exhausted");
+    let id = match reg.free_ids.pop() {
+        Some(id) => id,
+        None => {
+            let id = reg.by_id.len() as u32;
+            // One pool per distinct live attributes: 2^31 of them is out of reach.
+            assert!(id < crate::work::data::POOL_NONE, "pool ids exhausted");
+            reg.by_id.push(None);
+            id
+        }
+    };
     let pool = Arc::new(WorkerPool::new(id, None, attrs.nice < 0, attrs.clone()));
     *pool.refcnt.lock() = 1;
-    reg.by_id.push(Some(pool.clone()));
+    reg.by_id[id as usize] = Some(pool.clone());
     reg.unbound.insert(attrs.clone(), pool.clone());
     pool
 }
@@ -109,6 +126,7 @@ pub(crate) fn put_unbound_pool(pool: &Arc<WorkerPool>) {
         }
         reg.unbound.remove(&pool.attrs);
         reg.by_id[pool.id as usize] = None;
+        reg.free_ids.push(pool.id);
         drop(refcnt);
         let mut g = pool.locked.lock();
         WorkerPool::stop_workers(&mut g)

@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::config;
 use crate::os::topology;
 use crate::pool::manage::{alloc_worker_id, new_slot};
-use crate::pool::worker::{assign_work, process_scheduled, set_worker_ctx, WorkerCtx};
+use crate::pool::worker::{assign_work, process_scheduled, set_worker_ctx, Deferred, WorkerCtx};
 use crate::pool::{flags, kick_pool, need_to_create_worker, WorkerPool};
 use crate::queue::workqueue::{WqFlags, WqShared};
 
@@ -144,6 +144,7 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     g.workers[id] = None;
     drop(g);
     set_worker_ctx(None);
+    Deferred::release_all();
     requeue
 }
 
@@ -157,7 +158,13 @@ pub(crate) fn check_mayday(pool: &Arc<WorkerPool>) {
         let Some(since) = g.creation_failed_since else {
             return;
         };
-        if since.elapsed() < cfg.mayday_initial_timeout || !need_to_create_worker(g.counters()) {
+        if !need_to_create_worker(g.counters()) {
+            // The shortage is over (an idle worker, or nothing waits): the next one starts
+            // its own mayday delay, as the kernel's manager deletes its mayday timer.
+            g.creation_failed_since = None;
+            return;
+        }
+        if since.elapsed() < cfg.mayday_initial_timeout {
             return;
         }
         if g.last_mayday

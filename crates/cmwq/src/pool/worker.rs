@@ -1,14 +1,13 @@
 //! Worker threads: creation by the manager, the main loop, and running one item.
 
-use std::any::Any;
 use std::cell::RefCell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use parking_lot::{Condvar, MutexGuard, RwLock};
+use parking_lot::{Condvar, MutexGuard};
 
 use crate::os::topology;
 use crate::pool::manage::{manage_workers, sleeper_ready};
+use crate::pool::panic::{contain, Site};
 use crate::pool::{
     flags, keep_working, kick_pool, may_start_working, need_more_worker, Entry, PoolLocked,
     WorkerPool,
@@ -83,63 +82,6 @@ pub fn current_worker() -> Option<WorkerInfo> {
     })
 }
 
-// ===== panic reports =====
-
-/// A work function's panic, as given to the hook set with [`set_panic_hook`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct WorkPanic {
-    /// Name of the workqueue the item ran on.
-    pub workqueue: String,
-    /// The panic message (or a placeholder for non-string payloads).
-    pub message: String,
-    /// Type name of the work function or item.
-    pub function: &'static str,
-}
-
-type PanicHook = Box<dyn Fn(&WorkPanic) + Send + Sync>;
-
-fn panic_hook() -> &'static RwLock<Option<PanicHook>> {
-    static HOOK: OnceLock<RwLock<Option<PanicHook>>> = OnceLock::new();
-    HOOK.get_or_init(|| RwLock::new(None))
-}
-
-/// Sets the function told about every panic caught in a work function (replacing the default,
-/// which prints one line with the workqueue's name to stderr). The worker that caught the panic
-/// carries on with the next item.
-pub fn set_panic_hook(hook: impl Fn(&WorkPanic) + Send + Sync + 'static) {
-    *panic_hook().write() = Some(Box::new(hook));
-}
-
-fn report_panic(wq: &WqShared, work: &Work, payload: Box<dyn Any + Send>) {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    };
-    let report = WorkPanic {
-        workqueue: wq.name.clone(),
-        message,
-        function: work.func_name(),
-    };
-    tracing::error!(
-        target: "cmwq",
-        workqueue = %report.workqueue,
-        function = report.function,
-        "work function panicked: {}",
-        report.message
-    );
-    match &*panic_hook().read() {
-        Some(hook) => hook(&report),
-        None => eprintln!(
-            "cmwq: work item {} on workqueue {:?} panicked: {}",
-            report.function, report.workqueue, report.message
-        ),
-    }
-}
-
 // ===== the worker thread =====
 
 fn setup_thread(pool: &WorkerPool) {
@@ -211,6 +153,9 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
                 }
             }
             g.worker_set_flags(id, flags::PREP);
+            if Deferred::any() {
+                MutexGuard::unlocked(&mut g, Deferred::release_all);
+            }
         }
         g.worker_enter_idle(id);
         g.debug_check();
@@ -264,6 +209,14 @@ pub(crate) fn process_scheduled(
 
 /// Runs one item with the pool lock dropped around the call (the kernel's
 /// `process_one_work`).
+///
+/// User code (the function, the trace subscriber, and the `Drop` of the item and of what it
+/// captured) runs only with the pool lock dropped, inside [`contain`]. The engine's reference
+/// to the item is given up only after the item's bookkeeping is done (retired from its pwq,
+/// out of the busy map): if that reference is the last, its `Drop` runs right away with the
+/// lock dropped, before the item's flushers are released; otherwise it is kept on the
+/// worker's [`Deferred`] list and given up at the next moment the worker holds no item and
+/// no lock.
 fn process_one_work(
     pool: &Arc<WorkerPool>,
     g: &mut MutexGuard<'_, PoolLocked>,
@@ -295,33 +248,98 @@ fn process_one_work(
         }
     }
 
-    MutexGuard::unlocked(g, || run_work(work, wq));
+    let (work, wq) = MutexGuard::unlocked(g, || run_work(work, wq));
 
     // Set by the queue's flag or by the monitor's CPU-hog detection; ends with the item.
     g.worker_clr_flags(id, flags::CPU_INTENSIVE);
     g.busy.remove(&key);
     let w = g.worker(id);
     w.current = None;
-    for c in w.current_waiters.drain(..) {
-        c.complete();
-    }
+    let waiters = std::mem::take(&mut w.current_waiters);
     g.pwq(slot).nr_completed += 1;
     g.dec_nr_in_flight(slot, color, true);
+
+    if work.is_unique() || !waiters.is_empty() {
+        // Our reference may be the last one, or somebody waits for this run to end (and may
+        // then expect the engine to hold no reference): give it up now, unlocked.
+        MutexGuard::unlocked(g, || {
+            release(work, &wq);
+            Deferred::release_all();
+            for c in waiters {
+                c.complete();
+            }
+        });
+    } else if Deferred::keep(work, wq) {
+        MutexGuard::unlocked(g, Deferred::release_all);
+    }
 }
 
-fn run_work(work: Work, wq: Arc<WqShared>) {
-    tracing::trace!(target: "cmwq", work = work.key(), function = work.func_name(), "workqueue_execute_start");
+/// Gives up the engine's reference to an item of `wq`, containing a panic of its `Drop`.
+fn release(work: crate::Work, wq: &WqShared) {
+    let function = work.func_name();
+    contain(&wq.name, function, Site::Drop, move || drop(work));
+}
+
+/// Items whose last reference a worker still holds, given up once it holds no item and no lock
+/// (see [`process_one_work`]). Per thread: workers and rescuers.
+pub(crate) struct Deferred;
+
+/// Most references a worker keeps before it gives them up.
+const DEFERRED_MAX: usize = 32;
+
+thread_local! {
+    static DEFERRED: RefCell<Vec<(Work, Arc<WqShared>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Deferred {
+    /// Keeps `work`; returns whether the list is full (the caller then calls
+    /// [`release_all`](Self::release_all) with the lock dropped).
+    fn keep(work: Work, wq: Arc<WqShared>) -> bool {
+        DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            d.push((work, wq));
+            d.len() >= DEFERRED_MAX
+        })
+    }
+
+    /// Gives up every kept reference. Call with no engine lock held and no item held.
+    pub(crate) fn release_all() {
+        let kept = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        for (work, wq) in kept {
+            release(work, &wq);
+        }
+    }
+
+    /// Whether references are kept.
+    pub(crate) fn any() -> bool {
+        DEFERRED.with(|d| !d.borrow().is_empty())
+    }
+}
+
+/// Runs the item's function with `CURRENT` set; a panic in it, or in a trace subscriber, is
+/// contained and reported. Hands the item and its queue back for the bookkeeping.
+fn run_work(work: Work, wq: Arc<WqShared>) -> (Work, Arc<WqShared>) {
+    let function = work.func_name();
+    contain(
+        &wq.name,
+        function,
+        Site::Trace,
+        || tracing::trace!(target: "cmwq", work = work.key(), function, "workqueue_execute_start"),
+    );
     CURRENT.with(|c| *c.borrow_mut() = Some(Current { work, wq }));
-    let result = CURRENT.with(|c| {
+    CURRENT.with(|c| {
         let cur = c.borrow();
         let cur = cur.as_ref().expect("current work set above");
-        catch_unwind(AssertUnwindSafe(|| cur.work.run()))
+        contain(&cur.wq.name, function, Site::Run, || cur.work.run());
     });
     let Current { work, wq } = CURRENT
         .with(|c| c.borrow_mut().take())
         .expect("current work set above");
-    tracing::trace!(target: "cmwq", work = work.key(), "workqueue_execute_end");
-    if let Err(payload) = result {
-        report_panic(&wq, &work, payload);
-    }
+    contain(
+        &wq.name,
+        function,
+        Site::Trace,
+        || tracing::trace!(target: "cmwq", work = work.key(), "workqueue_execute_end"),
+    );
+    (work, wq)
 }

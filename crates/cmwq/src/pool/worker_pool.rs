@@ -104,6 +104,8 @@ pub(crate) struct PoolLocked {
     pub(crate) manager_active: bool,
     /// The pwqs mapped to this pool, by slot.
     pub(crate) pwqs: Vec<Option<PwqLocked>>,
+    /// Slots of destroyed queues' pwqs, reused by the next queues.
+    pub(crate) free_slots: Vec<u32>,
     /// Flush waiters for queued items, by identity: moved to the worker when it starts the item.
     pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
     /// The pool is being destroyed: no more workers are made.
@@ -142,7 +144,11 @@ pub(crate) struct PoolLocked {
 
 /// A pool of workers.
 pub(crate) struct WorkerPool {
+    /// Id in the registry (the data word's pool field); reused after an unbound pool is
+    /// destroyed.
     pub(crate) id: u32,
+    /// Never reused: tells a pool from an earlier one with the same id (the monitor's samples).
+    pub(crate) serial: u64,
     /// The CPU of a per-CPU pool.
     pub(crate) cpu: Option<usize>,
     pub(crate) highpri: bool,
@@ -260,17 +266,25 @@ impl PoolLocked {
             .count()
     }
 
-    /// The least time between two creations now (see [`create_interval`]). The workers
-    /// holding items are counted as the estimate counts them, CPU-intensive ones aside.
+    /// The least time between two creations now (see [`create_interval`]), at least
+    /// [`SOFT_CAP_INTERVAL`](crate::SOFT_CAP_INTERVAL) past the soft cap. The workers holding
+    /// items are counted as the estimate counts them, CPU-intensive ones aside.
     pub(crate) fn create_interval(&self) -> Duration {
-        if self.cm_enough == usize::MAX {
-            return crate::config::config().worker_create_interval;
+        let cfg = crate::config::config();
+        let interval = if self.cm_enough == usize::MAX {
+            cfg.worker_create_interval
+        } else {
+            create_interval(
+                cfg.worker_create_interval,
+                self.busy.len().saturating_sub(self.nr_cpu_intensive()),
+                self.cm_enough,
+            )
+        };
+        if self.nr_workers >= cfg.max_workers_per_pool {
+            interval.max(crate::config::SOFT_CAP_INTERVAL)
+        } else {
+            interval
         }
-        create_interval(
-            crate::config::config().worker_create_interval,
-            self.busy.len().saturating_sub(self.nr_cpu_intensive()),
-            self.cm_enough,
-        )
     }
 
     pub(crate) fn worker(&mut self, id: usize) -> &mut WorkerSlot {
@@ -318,7 +332,10 @@ impl PoolLocked {
 
     pub(crate) fn worker_enter_idle(&mut self, id: usize) {
         let w = self.worker(id);
-        debug_assert!(!w.idle);
+        if w.idle {
+            VIOLATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         w.idle = true;
         w.last_active = Instant::now();
         self.nr_idle += 1;
@@ -327,7 +344,10 @@ impl PoolLocked {
 
     pub(crate) fn worker_leave_idle(&mut self, id: usize) {
         let w = self.worker(id);
-        debug_assert!(w.idle);
+        if !w.idle {
+            VIOLATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         w.idle = false;
         self.nr_idle -= 1;
         if let Some(pos) = self.idle.iter().rposition(|&i| i == id) {
@@ -344,24 +364,55 @@ impl PoolLocked {
         }
     }
 
-    /// Debug check of the counters against the lists.
+    /// Debug builds: checks the counters against the lists. A violation is counted (see
+    /// [`invariant_violations`]) and printed, never a panic: an internal check must not kill
+    /// the worker that runs it (its pool would be left with a dead slot).
     pub(crate) fn debug_check(&self) {
-        if cfg!(debug_assertions) {
-            let nr_workers = self
-                .workers
-                .iter()
-                .flatten()
-                .filter(|w| !w.die && !w.rescuer)
-                .count();
-            let nr_idle = self.workers.iter().flatten().filter(|w| w.idle).count();
-            debug_assert_eq!(nr_idle, self.nr_idle);
-            debug_assert_eq!(self.idle.len(), self.nr_idle);
-            debug_assert!(self.nr_workers <= nr_workers + usize::from(self.manager_active));
-            for pwq in self.pwqs.iter().flatten() {
-                debug_assert!(pwq.nr_active <= pwq.max_active || pwq.inactive.is_empty());
-            }
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let nr_workers = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| !w.die && !w.rescuer)
+            .count();
+        let nr_idle = self.workers.iter().flatten().filter(|w| w.idle).count();
+        let mut bad = Vec::new();
+        if nr_idle != self.nr_idle || self.idle.len() != self.nr_idle {
+            bad.push("nr_idle does not match the idle list");
+        }
+        if self.nr_workers > nr_workers + usize::from(self.manager_active) {
+            bad.push("nr_workers exceeds the live workers");
+        }
+        // Items wait only while the active ones fill the limit (lowering the limit below the
+        // running items is legal: they finish).
+        if self
+            .pwqs
+            .iter()
+            .flatten()
+            .any(|p| !p.inactive.is_empty() && p.nr_active < p.max_active)
+        {
+            bad.push("an inactive item waits below max_active");
+        }
+        if !bad.is_empty() {
+            VIOLATIONS.fetch_add(bad.len(), std::sync::atomic::Ordering::Relaxed);
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("cmwq: internal invariant violated: {}\n", bad.join("; ")),
+            );
         }
     }
+}
+
+/// Internal invariant violations seen by debug builds' checks (Relaxed: a statistic).
+static VIOLATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many internal invariant violations debug builds have seen (always 0 in release
+/// builds). For the crate's own stress tests.
+#[doc(hidden)]
+pub fn invariant_violations() -> usize {
+    VIOLATIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What the caller of [`kick_pool`] must do after unlocking.
@@ -398,8 +449,11 @@ impl WorkerPool {
         } else {
             attrs.cpumask.len().max(1) + 1
         };
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         WorkerPool {
             id,
+            // Relaxed: a unique number, nothing published through it.
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             cpu,
             highpri,
             attrs,
@@ -414,6 +468,7 @@ impl WorkerPool {
                 nr_idle: 0,
                 manager_active: false,
                 pwqs: Vec::new(),
+                free_slots: Vec::new(),
                 flush_waiters: FxHashMap::default(),
                 destroying: false,
                 gate_floor,
@@ -435,17 +490,21 @@ impl WorkerPool {
         self.cpu.is_none()
     }
 
-    /// Adds a pwq slot for `pwq`; returns its slot number. Slots are never reused, so a
-    /// queuer holding a stale slot number finds it empty (destroyed), never another queue's.
-    pub(crate) fn add_pwq(&self, pwq: PwqLocked) -> u32 {
+    /// Puts `pwq` in a free slot (a destroyed queue's, or a new one); returns the slot. A
+    /// handle left over from a destroyed queue tells its old slot from the new owner's by the
+    /// workqueue id (`PoolLocked::pwq_of`). `None` if the pool has as many live queues as the
+    /// data word can name.
+    pub(crate) fn add_pwq(&self, pwq: PwqLocked) -> Option<u32> {
         let mut g = self.locked.lock();
+        if let Some(slot) = g.free_slots.pop() {
+            g.pwqs[slot as usize] = Some(pwq);
+            return Some(slot);
+        }
+        if g.pwqs.len() > crate::work::data::MAX_SLOT {
+            return None;
+        }
         g.pwqs.push(Some(pwq));
-        let slot = g.pwqs.len() - 1;
-        assert!(
-            slot <= crate::work::data::MAX_SLOT,
-            "too many pool workqueues"
-        );
-        slot as u32
+        Some((g.pwqs.len() - 1) as u32)
     }
 
     /// Tells every worker to exit and returns their threads (pool lock held by the caller).

@@ -142,8 +142,8 @@ fn prep_pwqs(wq: &WqShared, flush_color: Option<u8>, work_color: Option<u8>) -> 
     let mut wait = false;
     for pwq in wq.pwqs() {
         let mut g = pwq.pool.locked.lock();
-        let Some(p) = g.pwqs[pwq.slot as usize].as_mut() else {
-            continue;
+        let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
+            continue; // released by destroy: nothing in flight there
         };
         if let Some(fc) = flush_color {
             if p.nr_in_flight[fc as usize] > 0 {
@@ -252,13 +252,7 @@ pub(crate) fn drain_shared(wq: &WqShared) -> Result<(), Error> {
     let mut flushes = 0u32;
     loop {
         flush_shared(wq)?;
-        let drained = wq.pwqs().iter().all(|pwq| {
-            let g = pwq.pool.locked.lock();
-            g.pwqs[pwq.slot as usize]
-                .as_ref()
-                .is_none_or(|p| p.nr_active == 0 && p.inactive.is_empty())
-        });
-        if drained {
+        if quiescent(wq) {
             break;
         }
         flushes += 1;
@@ -276,6 +270,42 @@ pub(crate) fn drain_shared(wq: &WqShared) -> Result<(), Error> {
         wq.state.fetch_and(!state::DRAINING, Ordering::Release);
     }
     Ok(())
+}
+
+/// One pwq's emptiness and insertion count, read under its pool lock; `None` if it holds an
+/// item (queued, inactive or running).
+fn scan(wq: &WqShared) -> Option<Vec<u64>> {
+    wq.pwqs()
+        .iter()
+        .map(|pwq| {
+            let mut g = pwq.pool.locked.lock();
+            match g.pwq_of(pwq.slot, wq.id) {
+                Some(p) if p.is_idle() => Some(p.nr_queued),
+                Some(_) => None,
+                None => Some(u64::MAX), // released by destroy
+            }
+        })
+        .collect()
+}
+
+/// Whether no item of `wq` is queued or running anywhere, proven at one moment across all its
+/// pwqs although their pools are locked one at a time: two scans that both find every pwq
+/// empty, each pwq with the same insertion count in both.
+///
+/// Why that is a proof: every item enters a pwq by an insertion, counted under its pool lock.
+/// Between the end of the first scan and the start of the second, no pwq received an
+/// insertion (its count did not change between its two readings, which enclose that
+/// interval). An item in flight then was inserted before its pwq's first reading, so that
+/// reading would have seen it. So at that interval nothing was in flight; afterwards only a
+/// running item of `wq` could queue onto it (chained queueing) while it drains or is being
+/// destroyed, and none runs. A chain hopping between CPUs with `queue_on` always has a link
+/// in flight (the next one is inserted before the current one retires), so it is never
+/// mistaken for quiescence.
+pub(crate) fn quiescent(wq: &WqShared) -> bool {
+    match (scan(wq), scan(wq)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 impl Workqueue {

@@ -35,8 +35,9 @@ pub(crate) struct PwqLocked {
     pub(crate) work_color: u8,
     /// The color this pwq is being flushed for, if it takes part in a workqueue flush.
     pub(crate) flush_color: Option<u8>,
-    /// Set by destroy once the pwq is empty; queueing onto it is refused.
-    pub(crate) dead: bool,
+    /// Items ever put on this pwq (queued, re-queued or activated from a timer): the proof of
+    /// quiescence compares it across two scans (see `flush::quiescent`).
+    pub(crate) nr_queued: u64,
     /// Counters for reports (the kernel's `PWQ_STAT_*`; guarded by the pool lock).
     pub(crate) nr_started: u64,
     pub(crate) nr_completed: u64,
@@ -56,7 +57,7 @@ impl PwqLocked {
             nr_in_flight: [0; NR_COLORS],
             work_color,
             flush_color: None,
-            dead: false,
+            nr_queued: 0,
             nr_started: 0,
             nr_completed: 0,
             nr_cpu_intensive: 0,
@@ -72,10 +73,28 @@ impl PwqLocked {
 }
 
 impl PoolLocked {
+    /// The pwq in `slot`, which the caller knows to be in use (an item queued or running on
+    /// it names it).
     pub(crate) fn pwq(&mut self, slot: u32) -> &mut PwqLocked {
         self.pwqs[slot as usize]
             .as_mut()
             .expect("pwq slot used after release")
+    }
+
+    /// The pwq in `slot` if it still belongs to workqueue `wq_id`. Slots are reused once a
+    /// queue is destroyed; a handle left over from the destroyed queue finds `None` here,
+    /// never the new owner's pwq (workqueue ids are never reused).
+    pub(crate) fn pwq_of(&mut self, slot: u32, wq_id: u64) -> Option<&mut PwqLocked> {
+        self.pwqs
+            .get_mut(slot as usize)?
+            .as_mut()
+            .filter(|p| p.wq.id == wq_id)
+    }
+
+    /// Frees `slot` for reuse (destroy, once the queue is quiescent).
+    pub(crate) fn release_pwq(&mut self, slot: u32) {
+        self.pwqs[slot as usize] = None;
+        self.free_slots.push(slot);
     }
 
     /// Puts an item whose `PENDING` the caller owns on pwq `slot`: on the worklist if an active
@@ -85,6 +104,7 @@ impl PoolLocked {
         let pwq = self.pwq(slot);
         let color = pwq.work_color;
         pwq.nr_in_flight[color as usize] += 1;
+        pwq.nr_queued += 1;
         let entry = Entry {
             work: entry_work,
             slot,

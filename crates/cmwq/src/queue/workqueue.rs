@@ -259,12 +259,20 @@ impl Workqueue {
         }
         let eff = effective_max_active(max_active)?;
         let mut l = shared.mutex.lock();
+        // Acquire: pairs with destroy's Release `fetch_or`.
+        let st = shared.state.load(Ordering::Acquire);
+        if st & (state::DESTROYING | state::DESTROYED) != 0 {
+            return Err(shared.refusal(st));
+        }
         l.max_active = eff;
         shared.max_active.store(eff, Ordering::Relaxed);
         for pwq in shared.pwqs() {
             let mut g = pwq.pool.locked.lock();
-            g.pwq(pwq.slot).max_active = eff;
-            g.activate_inactive(pwq.slot);
+            // A slot a destroy racing with us has released (and maybe reused) is skipped.
+            if let Some(p) = g.pwq_of(pwq.slot, shared.id) {
+                p.max_active = eff;
+                g.activate_inactive(pwq.slot);
+            }
         }
         Ok(())
     }
@@ -374,20 +382,30 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         max_active: AtomicUsize::new(max_active),
         rescuer: Mutex::new(None),
     });
-    let pwqs: Vec<PoolWorkqueue> = match &attrs {
-        Some(attrs) => {
-            let pool = pool::get_unbound_pool(attrs);
-            let slot = pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0));
-            vec![PoolWorkqueue { pool, slot }]
-        }
+    let pools: Vec<Arc<pool::WorkerPool>> = match &attrs {
+        Some(attrs) => vec![pool::get_unbound_pool(attrs)],
         None => (0..topology::cpus().list.len())
-            .map(|idx| {
-                let pool = pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI));
-                let slot = pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0));
-                PoolWorkqueue { pool, slot }
-            })
+            .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
             .collect(),
     };
+    let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
+    for pool in pools {
+        match pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0)) {
+            Some(slot) => pwqs.push(PoolWorkqueue { pool, slot }),
+            None => {
+                // Give back what was taken: the slots added so far, the unbound pool.
+                for pwq in &pwqs {
+                    pwq.pool.locked.lock().release_pwq(pwq.slot);
+                }
+                if pool.is_unbound() {
+                    pool::put_unbound_pool(&pool);
+                }
+                return Err(Error::TooManyWorkqueues {
+                    max: data::MAX_SLOT + 1,
+                });
+            }
+        }
+    }
     let _ = shared.pwqs.set(pwqs);
     if flags.contains(WqFlags::MEM_RECLAIM) {
         *shared.rescuer.lock() = Some(Rescuer::start(&shared));
@@ -477,6 +495,7 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
                     .as_ref()
                     .is_some_and(|p| p.wq.id == wq.id)
                 {
+                    // The item runs here for this queue: its pwq is alive until it retires.
                     drop(g);
                     redirected = PoolWorkqueue {
                         pool: last_pool,
@@ -488,14 +507,23 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
         }
     }
     let mut g = pwq.pool.locked.lock();
-    if g.pwqs[pwq.slot as usize].as_ref().is_none_or(|p| p.dead) {
+    // Again under the pool lock: destroy and drain prove a queue quiescent by scanning its
+    // pwqs under their locks after setting their state bit, so an insert they did not see
+    // must see the bit here. Acquire: pairs with their Release `fetch_or`, ordered for us by
+    // the pool lock.
+    let st = wq.state.load(Ordering::Acquire);
+    let refused = st != 0 && (st & state::DESTROYED != 0 || !wq.is_current());
+    if refused || g.pwq_of(pwq.slot, wq.id).is_none() {
         drop(g);
         work.data().release_pending();
-        return Err(Error::Destroyed {
-            workqueue: wq.name.clone(),
+        return Err(if refused {
+            wq.refusal(st)
+        } else {
+            Error::Destroyed {
+                workqueue: wq.name.clone(),
+            }
         });
     }
-    tracing::trace!(target: "cmwq", work = work.key(), workqueue = %wq.name, "workqueue_queue_work");
     let kick = if g.insert_work(pwq.pool.id, pwq.slot, work.clone()) {
         kick_pool(&mut g)
     } else {
@@ -505,6 +533,7 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
     if kick == pool::Kick::CreateFirstWorker {
         pool::manage::create_first_worker(&pwq.pool);
     }
+    tracing::trace!(target: "cmwq", work = work.key(), workqueue = %wq.name, "workqueue_queue_work");
     Ok(())
 }
 
@@ -534,30 +563,25 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     // Armed delayed items of this queue would fire into a dead queue: cancel them (the kernel
     // calls leaving them armed a bug; here they end not pending and never run).
     crate::time::timer::cancel_for_wq(wq.id);
+    // Drain until quiescent: no item of the queue queued or running anywhere, proven across
+    // all its pwqs at once (a chain hopping between CPUs with `queue_on` is never cut).
+    // From then on nothing can queue onto it: outside queueing is refused since DESTROYING,
+    // and chained queueing needs a running item.
     loop {
         let _ = crate::queue::flush::drain_shared(wq);
-        // The queue's own items may have armed timers while it drained.
-        crate::time::timer::cancel_for_wq(wq.id);
-        // Mark each pwq dead once it is empty; a racing insert makes us drain again.
-        let mut all_dead = true;
-        for pwq in wq.pwqs() {
-            let mut g = pwq.pool.locked.lock();
-            let p = g.pwq(pwq.slot);
-            if p.is_idle() {
-                p.dead = true;
-            } else {
-                all_dead = false;
-            }
-        }
-        if all_dead {
+        if crate::queue::flush::quiescent(wq) {
             break;
         }
     }
-    if let Some(rescuer) = wq.rescuer.lock().take() {
+    // The queue's own items may have armed timers while it drained.
+    crate::time::timer::cancel_for_wq(wq.id);
+    // Taken out of the mutex first: the rescuer is joined with no lock held.
+    let rescuer = wq.rescuer.lock().take();
+    if let Some(rescuer) = rescuer {
         rescuer.stop();
     }
     for pwq in wq.pwqs() {
-        pwq.pool.locked.lock().pwqs[pwq.slot as usize] = None;
+        pwq.pool.locked.lock().release_pwq(pwq.slot);
         if pwq.pool.is_unbound() {
             pool::put_unbound_pool(&pwq.pool);
         }

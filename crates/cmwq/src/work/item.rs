@@ -181,6 +181,13 @@ impl Work {
         Arc::as_ptr(&self.inner) as *const () as usize
     }
 
+    /// Whether this handle is the only one (no other handle can appear meanwhile: making one
+    /// needs a handle).
+    #[inline]
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
     #[inline]
     pub(crate) fn data(&self) -> &WorkData {
         &self.inner.work_field().data
