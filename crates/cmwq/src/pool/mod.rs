@@ -10,6 +10,7 @@
 //! pool that gets busy wakes the monitor ([`crate::cm::monitor::note_busy`]), as the kernel's
 //! pool code arms its idle and mayday timers.
 
+pub(crate) mod list;
 pub(crate) mod manage;
 pub(crate) mod panic;
 pub(crate) mod registry;

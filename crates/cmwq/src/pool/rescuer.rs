@@ -125,11 +125,12 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     }));
     let mut done = 0usize;
     let mut requeue = false;
+    // One walk over the worklist: items before the cursor are not this queue's.
+    let mut cursor = 0;
     while need_to_create_worker(g.counters()) {
-        let Some(pos) = g.worklist.iter().position(|e| e.slot == slot) else {
+        let Some(entry) = g.worklist.take_next(&mut cursor, |e| e.slot == slot) else {
             break;
         };
-        let entry = g.worklist.remove(pos).expect("position is in range");
         g.pwq(slot).nr_rescued += 1;
         if assign_work(&mut g, id, entry) {
             process_scheduled(pool, &mut g, id);

@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use rustc_hash::FxHashMap;
 
 use crate::os::sync::Completion;
+use crate::pool::list::ItemList;
 use crate::queue::pwq::PwqLocked;
 use crate::Work;
 
@@ -87,7 +88,7 @@ pub(crate) struct WorkerSlot {
 /// Everything the pool lock guards.
 pub(crate) struct PoolLocked {
     /// Runnable items of every pwq mapped to this pool, FIFO.
-    pub(crate) worklist: VecDeque<Entry>,
+    pub(crate) worklist: ItemList,
     /// Workers by id (the number in the thread name).
     pub(crate) workers: Vec<Option<WorkerSlot>>,
     /// Idle workers, most recently idle last (the kernel's LIFO idle list).
@@ -458,7 +459,7 @@ impl WorkerPool {
             highpri,
             attrs,
             locked: Mutex::new(PoolLocked {
-                worklist: VecDeque::with_capacity(256),
+                worklist: ItemList::with_capacity(256),
                 workers: Vec::new(),
                 idle: Vec::new(),
                 busy: FxHashMap::with_capacity_and_hasher(64, Default::default()),

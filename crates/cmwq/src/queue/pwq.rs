@@ -5,9 +5,9 @@
 //! the pool's [`PoolLocked`], so the pool lock guards it, as `pool->lock` guards a pwq's counters
 //! in the kernel.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::pool::list::ItemList;
 use crate::pool::{kick_pool, Entry, PoolLocked, WorkerPool};
 use crate::queue::workqueue::WqShared;
 use crate::work::data::{self, NR_COLORS};
@@ -28,7 +28,7 @@ pub(crate) struct PwqLocked {
     /// Effective limit for `nr_active`.
     pub(crate) max_active: usize,
     /// Items throttled by `max_active`, in queueing order (`INACTIVE` set in their data word).
-    pub(crate) inactive: VecDeque<Entry>,
+    pub(crate) inactive: ItemList,
     /// Items queued or running, per flush color (inactive ones included).
     pub(crate) nr_in_flight: [usize; NR_COLORS],
     /// Color stamped on newly queued items.
@@ -53,7 +53,7 @@ impl PwqLocked {
             wq,
             nr_active: 0,
             max_active,
-            inactive: VecDeque::new(),
+            inactive: ItemList::default(),
             nr_in_flight: [0; NR_COLORS],
             work_color,
             flush_color: None,

@@ -70,13 +70,13 @@ fn take_queued(g: &mut PoolLocked, work: &Work, st: State) -> Entry {
         unreachable!("take_queued on an item that is not queued")
     };
     let key = work.key();
-    let is_it = |e: &Entry| e.work.key() == key;
     let entry = if inactive {
-        let list = &mut g.pwq(slot).inactive;
-        list.iter().position(is_it).and_then(|i| list.remove(i))
-    } else if let Some(i) = g.worklist.iter().position(is_it) {
-        g.worklist.remove(i)
+        g.pwq(slot).inactive.remove(work)
+    } else if let Some(entry) = g.worklist.remove(work) {
+        Some(entry)
     } else {
+        // Re-queued while it runs: on the running worker's own (short) list.
+        let is_it = |e: &Entry| e.work.key() == key;
         g.workers.iter_mut().flatten().find_map(|w| {
             let i = w.scheduled.iter().position(is_it)?;
             w.scheduled.remove(i)

@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::work::data::{State, WorkData};
@@ -13,6 +14,9 @@ use crate::work::data::{State, WorkData};
 #[derive(Debug)]
 pub struct WorkField {
     pub(crate) data: WorkData,
+    /// The item's position on the pool list it is queued on (`pool::list`). Guarded by that
+    /// pool's lock: written and read only under it, hence Relaxed.
+    list_pos: AtomicU64,
 }
 
 impl WorkField {
@@ -21,6 +25,7 @@ impl WorkField {
     pub const fn new() -> Self {
         WorkField {
             data: WorkData::new(),
+            list_pos: AtomicU64::new(0),
         }
     }
 
@@ -29,6 +34,7 @@ impl WorkField {
     pub fn new() -> Self {
         WorkField {
             data: WorkData::new(),
+            list_pos: AtomicU64::new(0),
         }
     }
 }
@@ -186,6 +192,22 @@ impl Work {
     #[inline]
     pub(crate) fn is_unique(&self) -> bool {
         Arc::strong_count(&self.inner) == 1
+    }
+
+    /// Records the item's position on the list it is pushed on (under that list's pool lock).
+    #[inline]
+    pub(crate) fn set_list_pos(&self, pos: u64) {
+        self.inner
+            .work_field()
+            .list_pos
+            .store(pos, Ordering::Relaxed);
+    }
+
+    /// The position recorded by the last push (meaningful under the lock of the pool whose
+    /// list holds the item).
+    #[inline]
+    pub(crate) fn list_pos(&self) -> u64 {
+        self.inner.work_field().list_pos.load(Ordering::Relaxed)
     }
 
     #[inline]
