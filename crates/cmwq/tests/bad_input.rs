@@ -82,10 +82,19 @@ fn calls_with_an_offline_cpu_are_errors_and_queue_nothing() {
     let dw = DelayedWork::new(|_| {});
     let cpu = bad_cpu();
     assert_eq!(wq.queue_on(cpu, &item), Err(Error::InvalidCpu { cpu }));
-    assert_eq!(cmwq::schedule_work_on(cpu, &item), Err(Error::InvalidCpu { cpu }));
+    assert_eq!(
+        cmwq::schedule_work_on(cpu, &item),
+        Err(Error::InvalidCpu { cpu })
+    );
     let d = Duration::from_millis(1);
-    assert_eq!(wq.queue_delayed_on(cpu, &dw, d), Err(Error::InvalidCpu { cpu }));
-    assert_eq!(wq.mod_delayed_on(cpu, &dw, d), Err(Error::InvalidCpu { cpu }));
+    assert_eq!(
+        wq.queue_delayed_on(cpu, &dw, d),
+        Err(Error::InvalidCpu { cpu })
+    );
+    assert_eq!(
+        wq.mod_delayed_on(cpu, &dw, d),
+        Err(Error::InvalidCpu { cpu })
+    );
     assert!(!item.is_pending() && !dw.is_pending());
 }
 
@@ -100,7 +109,10 @@ fn set_max_active_rejects_out_of_range_ordered_and_destroyed() {
     wq.set_max_active(0).unwrap();
     assert_eq!(wq.max_active(), cmwq::WQ_DFL_ACTIVE);
     let ordered = Workqueue::ordered(&unique("sma_o"), WqFlags::empty()).unwrap();
-    assert!(matches!(ordered.set_max_active(2), Err(Error::Ordered { .. })));
+    assert!(matches!(
+        ordered.set_max_active(2),
+        Err(Error::Ordered { .. })
+    ));
     let leftover = wq.clone();
     wq.destroy();
     assert!(matches!(
@@ -144,7 +156,10 @@ fn every_call_through_a_leftover_handle_after_destroy_is_refused_or_harmless() {
     let d = Duration::from_millis(1);
     with_deadline("calls after destroy", move || {
         assert!(!leftover.queue(&item));
-        assert!(matches!(leftover.try_queue(&item), Err(Error::Destroyed { .. })));
+        assert!(matches!(
+            leftover.try_queue(&item),
+            Err(Error::Destroyed { .. })
+        ));
         assert_eq!(leftover.queue_on(cpu, &item), Ok(false));
         assert!(!leftover.queue_delayed(&dw, d));
         assert_eq!(leftover.queue_delayed_on(cpu, &dw, d), Ok(false));
@@ -185,7 +200,10 @@ fn enable_without_disable_panics_and_leaves_the_item_usable() {
     let (item, runs) = counting_item();
     let i2 = item.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || i2.enable()));
-    assert!(r.is_err(), "enable of an item that is not disabled is a bug");
+    assert!(
+        r.is_err(),
+        "enable of an item that is not disabled is a bug"
+    );
     assert!(!item.is_pending());
     assert!(cmwq::system_wq().queue(&item));
     item.flush();
@@ -211,7 +229,11 @@ fn destroying_a_system_workqueue_panics() {
     let (item, runs) = counting_item();
     assert!(cmwq::system_unbound_wq().queue(&item));
     item.flush();
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the system queue still works");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the system queue still works"
+    );
 }
 
 #[test]
@@ -228,7 +250,10 @@ fn destroy_from_the_queues_own_item_finishes_after_it_returns() {
     assert!(wq.queue(&item));
     done.wait();
     common::wait_for("queue destroyed", || {
-        matches!(wq.try_queue(&Work::new(|_| {})), Err(Error::Destroyed { .. }))
+        matches!(
+            wq.try_queue(&Work::new(|_| {})),
+            Err(Error::Destroyed { .. })
+        )
     });
 }
 
@@ -250,7 +275,10 @@ fn a_zero_delay_queues_at_once() {
     assert!(wq.queue_delayed(&dw, Duration::ZERO));
     common::wait_for("first run", || runs.load(Ordering::SeqCst) == 1);
     common::wait_for("idle", || !dw.work().busy().running);
-    assert!(!wq.mod_delayed(&dw, Duration::ZERO), "idle: false, and it queues");
+    assert!(
+        !wq.mod_delayed(&dw, Duration::ZERO),
+        "idle: false, and it queues"
+    );
     common::wait_for("second run", || runs.load(Ordering::SeqCst) == 2);
 }
 

@@ -370,7 +370,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         // Not for concurrency (unbound workers never count) but for the creation gate, whose
         // floor grows with CPU-intensive workers: items that spin waiting for an item queued
         // behind them must not keep it from getting a worker.
-        mark_hogs(&mut g, &hogs);
+        let marked = mark_hogs(&mut g, &hogs);
+        drop(g);
+        report_hogs(marked);
         return busy;
     }
     let new_target = if cfg.detect_blocking {
@@ -390,14 +392,33 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let mut g = pool.locked.lock();
     g.cpu_saturated = saturated;
     g.cm_enough = next_enough(g.cm_enough, enough, starved);
-    mark_hogs(&mut g, &hogs);
+    let marked = mark_hogs(&mut g, &hogs);
     g.cm_target = new_target.max(1);
     let _ = kick_pool(&mut g);
+    drop(g);
+    report_hogs(marked);
     busy
 }
 
-/// Marks the sampled CPU hogs CPU-intensive (those still running the sampled item).
-fn mark_hogs(g: &mut PoolLocked, hogs: &[(usize, u64)]) {
+/// Logs the items `mark_hogs` marked, with no lock held (a subscriber is user code; one that
+/// panics must not take the monitor down).
+fn report_hogs(marked: Vec<(String, &'static str)>) {
+    for (workqueue, advice) in marked {
+        crate::pool::panic::contain_quiet(|| {
+            tracing::debug!(
+                target: "cmwq",
+                workqueue = %workqueue,
+                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider {advice})",
+                config().cpu_intensive_thresh
+            )
+        });
+    }
+}
+
+/// Marks the sampled CPU hogs CPU-intensive (those still running the sampled item); returns
+/// their workqueues and the advice to log.
+fn mark_hogs(g: &mut PoolLocked, hogs: &[(usize, u64)]) -> Vec<(String, &'static str)> {
+    let mut marked = Vec::new();
     for &(id, epoch) in hogs {
         let Some(w) = g.workers.get(id).and_then(Option::as_ref) else {
             continue;
@@ -416,16 +437,11 @@ fn mark_hogs(g: &mut PoolLocked, hogs: &[(usize, u64)]) {
             };
             let p = g.pwq(slot);
             p.nr_cpu_intensive += 1;
-            tracing::debug!(
-                target: "cmwq",
-                workqueue = %p.wq.name,
-                "work item hogged CPU for more than {:?}: marked CPU-intensive (consider {advice})",
-                config().cpu_intensive_thresh
-            );
+            marked.push((p.wq.name.clone(), advice));
         }
     }
+    marked
 }
-
 /// Most `/proc/self/task/<tid>/stat` reads per pool and sample.
 const PROC_READS: usize = 16;
 

@@ -7,7 +7,7 @@ use parking_lot::{Condvar, MutexGuard};
 
 use crate::os::topology;
 use crate::pool::manage::{manage_workers, sleeper_ready};
-use crate::pool::panic::{contain, Site};
+use crate::pool::panic::{contain, contain_quiet, Site};
 use crate::pool::{
     flags, keep_working, kick_pool, may_start_working, need_more_worker, Entry, PoolLocked,
     WorkerPool,
@@ -86,18 +86,22 @@ pub fn current_worker() -> Option<WorkerInfo> {
 
 fn setup_thread(pool: &WorkerPool) {
     if let Err(err) = topology::pin_current_thread(&pool.attrs.cpumask) {
-        tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not set worker affinity");
+        contain_quiet(
+            || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not set worker affinity"),
+        );
     }
     if pool.attrs.nice != 0 {
         if let Err(err) = topology::set_current_nice(pool.attrs.nice) {
             // Negative nice needs CAP_SYS_NICE or RLIMIT_NICE: keep working at the default.
-            tracing::debug!(
-                target: "cmwq",
-                pool = pool.id,
-                nice = pool.attrs.nice,
-                %err,
-                "could not set worker nice value"
-            );
+            contain_quiet(|| {
+                tracing::debug!(
+                    target: "cmwq",
+                    pool = pool.id,
+                    nice = pool.attrs.nice,
+                    %err,
+                    "could not set worker nice value"
+                )
+            });
             pool.nice_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
