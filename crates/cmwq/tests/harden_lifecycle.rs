@@ -121,8 +121,11 @@ fn lowering_max_active_below_running(flags: WqFlags) {
             done.get()
         ));
     }
+    // The mutual waiters need 6 active at once: on another queue of the same pool (this
+    // one's limit is 1 now, under which they would wait for each other for ever, by design).
+    let same_pool = Workqueue::new(&unique("hl-lower-probe"), flags, 0).unwrap();
     failures.extend(mutual_waiters_failures(
-        &wq,
+        &same_pool,
         cpu,
         6,
         "defect 3 (after set_max_active lowered the limit)",
