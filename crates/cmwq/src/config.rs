@@ -54,6 +54,13 @@ pub struct Config {
     /// at most: a runaway backlog of sleeping items grows threads slowly, while items that wait
     /// for one another still get the workers they need (a hard cap would deadlock them).
     pub max_workers_per_pool: usize,
+    /// How long a pool's worklist may make no progress (items waiting, none started) before
+    /// the watchdog reports a stall (the kernel's `workqueue.watchdog_thresh`, 30 s). Zero
+    /// turns the watchdog off.
+    pub watchdog_thresh: Duration,
+    /// Abort the process on a stall instead of only reporting it (the kernel's
+    /// `workqueue.panic_on_stall`; off by default).
+    pub panic_on_stall: bool,
 }
 
 /// Least time between two worker creations in a pool past
@@ -73,6 +80,8 @@ impl Default for Config {
             monitor_interval: Duration::from_millis(1),
             worker_create_interval: Duration::from_micros(200),
             max_workers_per_pool: 512,
+            watchdog_thresh: Duration::from_secs(30),
+            panic_on_stall: false,
         }
     }
 }

@@ -54,6 +54,7 @@
 mod cm;
 mod config;
 mod error;
+mod observe;
 mod os;
 mod pool;
 mod queue;
@@ -66,10 +67,14 @@ pub mod protocol {}
 pub use cm::blocking;
 pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
 pub use error::Error;
+pub use observe::dump::{show_all_workqueues, show_workqueues};
+pub use observe::prometheus::prometheus_text;
+pub use observe::stats::{pools, BusyWorker, PoolStats, WqStats};
+pub use observe::watchdog::{set_stall_hook, touch_watchdog, Stall};
 pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
-pub use pool::worker::{current_work, current_worker, WorkerInfo};
+pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_freezable_power_efficient_wq, system_freezable_wq,
     system_highpri_wq, system_long_wq, system_power_efficient_wq, system_unbound_wq, system_wq,

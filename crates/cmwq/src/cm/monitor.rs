@@ -69,6 +69,7 @@ fn run() {
     let _ = crate::os::topology::set_current_nice(crate::pool::HIGHPRI_NICE);
     let cfg = config();
     let mut samples: HashMap<u64, PoolSample> = HashMap::new();
+    let mut watches: HashMap<u64, crate::observe::watchdog::Watch> = HashMap::new();
     let mut last_reap = Instant::now();
     let mut steady_rounds = 0u32;
     loop {
@@ -82,8 +83,11 @@ fn run() {
             changed |= p.locked.lock().cm_target != before;
             manage::retry_creation(p);
             rescuer::check_mayday(p);
+            let watch = watches.entry(p.serial).or_default();
+            crate::observe::watchdog::check(p, watch, Instant::now());
         }
         samples.retain(|serial, _| pools.iter().any(|p| p.serial == *serial));
+        watches.retain(|serial, _| pools.iter().any(|p| p.serial == *serial));
         if last_reap.elapsed() >= reap_period() {
             last_reap = Instant::now();
             for p in &pools {
@@ -105,6 +109,7 @@ fn run() {
             // Forget stale samples: the next busy period starts fresh, and unbound pools
             // start it with their creation gate closed (spare CPU not yet seen).
             samples.clear();
+            watches.clear();
             for p in &pools {
                 p.locked.lock().cm_spare_cpu = false;
             }

@@ -63,6 +63,8 @@ struct Reading {
     /// Busy and under concurrency management: counted, or asleep in `blocking()`.
     managed: bool,
     intensive: bool,
+    /// The pwq slot of the item it runs, with its workqueue's id (CPU-time accounting).
+    item: Option<(u32, u64)>,
 }
 
 /// What the monitor remembers of one pool between samples.
@@ -227,6 +229,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                     counted: busy && w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake,
                     managed: busy && w.flags & flags::NOT_RUNNING == 0,
                     intensive: w.flags & flags::CPU_INTENSIVE != 0,
+                    item: w.current.and_then(|(_, slot)| {
+                        let wq = g.pwqs.get(slot as usize)?.as_ref()?.wq.id;
+                        Some((slot, wq))
+                    }),
                 });
             }
         }
@@ -242,6 +248,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     // Counted workers that may be asleep: stalled since the last sample, or new since then.
     let mut maybe_asleep = Vec::new();
     let mut hogs = Vec::new();
+    // CPU time to credit to the pwqs of the items running now (the kernel's tick accounting
+    // credits the current pwq the same way: a ballpark, by samples).
+    let mut credits: Vec<(u32, u64, Duration)> = Vec::new();
     // Unbound workers never count; their busy ones outside the CPU-intensive set are watched
     // instead: for telling spare CPU from preemption, and for CPU hogs (the gate's floor).
     let unbound = pool.is_unbound();
@@ -260,6 +269,9 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                 None => r.cpu,
             };
             used += delta;
+            if let Some((slot, wq)) = r.item.filter(|_| r.busy && !delta.is_zero()) {
+                credits.push((slot, wq, delta));
+            }
             if !r.intensive {
                 used_managed += delta;
             }
@@ -371,6 +383,7 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         // floor grows with CPU-intensive workers: items that spin waiting for an item queued
         // behind them must not keep it from getting a worker.
         let marked = mark_hogs(&mut g, &hogs);
+        credit_cpu_time(&mut g, &credits);
         drop(g);
         report_hogs(marked);
         return busy;
@@ -393,11 +406,21 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     g.cpu_saturated = saturated;
     g.cm_enough = next_enough(g.cm_enough, enough, starved);
     let marked = mark_hogs(&mut g, &hogs);
+    credit_cpu_time(&mut g, &credits);
     g.cm_target = new_target.max(1);
     let _ = kick_pool(&mut g);
     drop(g);
     report_hogs(marked);
     busy
+}
+
+/// Adds sampled CPU time to the pwqs that were running (skipping one a destroy released).
+fn credit_cpu_time(g: &mut PoolLocked, credits: &[(u32, u64, Duration)]) {
+    for &(slot, wq, d) in credits {
+        if let Some(p) = g.pwq_of(slot, wq) {
+            p.cpu_time += d;
+        }
+    }
 }
 
 /// Logs the items `mark_hogs` marked, with no lock held (a subscriber is user code; one that

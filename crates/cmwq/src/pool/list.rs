@@ -34,6 +34,12 @@ impl ItemList {
         }
     }
 
+    /// Items on the list.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.live == 0
@@ -143,6 +149,7 @@ mod tests {
             work: w.clone(),
             slot: 0,
             color: 0,
+            function: "test",
         }
     }
 

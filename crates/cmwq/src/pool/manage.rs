@@ -32,7 +32,7 @@ pub(crate) fn alloc_worker_id(g: &mut PoolLocked) -> usize {
 }
 
 /// A fresh worker slot.
-pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>) -> WorkerSlot {
+pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>, name: String) -> WorkerSlot {
     WorkerSlot {
         flags,
         wake: true,
@@ -44,11 +44,15 @@ pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>) -> WorkerSlot {
         rescuer: false,
         scheduled: Default::default(),
         current: None,
+        current_function: "",
+        name,
         current_waiters: Vec::new(),
         cv,
         tid: 0,
         join: None,
         last_active: Instant::now(),
+        desc: None,
+        seen_running_at: None,
     }
 }
 
@@ -73,7 +77,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
     let name = worker_name(pool, id);
     let cv = Arc::new(Condvar::new());
     let base = if pool.is_unbound() { flags::UNBOUND } else { 0 };
-    g.workers[id] = Some(new_slot(flags::PREP | base, cv.clone()));
+    g.workers[id] = Some(new_slot(flags::PREP | base, cv.clone(), name.clone()));
     g.nr_workers += 1;
     g.worker_enter_idle(id);
 

@@ -47,6 +47,19 @@ pub fn set_panic_hook(hook: impl Fn(&WorkPanic) + Send + Sync + 'static) {
     contain_quiet(move || drop(old));
 }
 
+/// The name of `work`'s function (`WorkItem::name`, user code), or a placeholder if it
+/// panics.
+#[inline]
+pub(crate) fn function_name(work: &crate::Work) -> &'static str {
+    match catch_unwind(AssertUnwindSafe(|| work.func_name())) {
+        Ok(name) => name,
+        Err(payload) => {
+            drop_payload(payload);
+            "<WorkItem::name panicked>"
+        }
+    }
+}
+
 /// What a panic was caught in, for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Site {

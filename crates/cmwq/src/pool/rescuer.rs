@@ -113,7 +113,7 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     }
     // Attach: a worker slot outside nr_workers and outside concurrency management.
     let id = alloc_worker_id(&mut g);
-    let mut w = new_slot(flags::PREP, Arc::new(Condvar::new()));
+    let mut w = new_slot(flags::PREP, Arc::new(Condvar::new()), name.to_string());
     w.rescuer = true;
     w.wake = false;
     w.tid = topology::gettid();
@@ -146,6 +146,7 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     drop(g);
     set_worker_ctx(None);
     Deferred::release_all();
+    crate::observe::trace::emit_deferred();
     requeue
 }
 

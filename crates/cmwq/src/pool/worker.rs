@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, MutexGuard};
 
+use crate::observe::trace;
 use crate::os::topology;
 use crate::pool::manage::{manage_workers, sleeper_ready};
 use crate::pool::panic::{contain, contain_quiet, Site};
@@ -69,6 +70,30 @@ pub struct WorkerInfo {
     pub nice: i32,
     /// The thread's name, as given to the OS.
     pub name: String,
+}
+
+/// Describes what the calling work item does, for dumps and [`pools`](crate::pools) (the
+/// kernel's `set_worker_desc`): shown next to the worker until the item returns. Does nothing
+/// outside a work item.
+///
+/// ```
+/// use cmwq::{system_wq, Work};
+///
+/// let work = Work::new(|_| cmwq::set_worker_desc("sync disk 3"));
+/// system_wq().queue(&work);
+/// work.flush();
+/// ```
+pub fn set_worker_desc(desc: impl Into<String>) {
+    let desc = desc.into();
+    if current_work().is_none() {
+        return;
+    }
+    if let Some((pool, id)) = with_worker(|w| (w.pool.clone(), w.id)) {
+        let old = pool.locked.lock().workers[id]
+            .as_mut()
+            .map(|w| w.desc.replace(desc));
+        drop(old); // a String: no user code, but no need to free it under the lock
+    }
 }
 
 /// Information about the calling worker thread; `None` on other threads.
@@ -157,8 +182,11 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
                 }
             }
             g.worker_set_flags(id, flags::PREP);
-            if Deferred::any() {
-                MutexGuard::unlocked(&mut g, Deferred::release_all);
+            if Deferred::any() || trace::has_deferred() {
+                MutexGuard::unlocked(&mut g, || {
+                    Deferred::release_all();
+                    trace::emit_deferred();
+                });
             }
         }
         g.worker_enter_idle(id);
@@ -227,9 +255,15 @@ fn process_one_work(
     id: usize,
     entry: Entry,
 ) {
-    let Entry { work, slot, color } = entry;
+    let Entry {
+        work,
+        slot,
+        color,
+        function,
+    } = entry;
     let key = work.key();
     g.busy.insert(key, id);
+    g.nr_started += 1;
     let wq = {
         let pwq = g.pwq(slot);
         pwq.nr_started += 1;
@@ -238,6 +272,7 @@ fn process_one_work(
     let cpu_intensive = wq.flags.contains(WqFlags::CPU_INTENSIVE);
     let w = g.worker(id);
     w.current = Some((key, slot));
+    w.current_function = function;
     w.epoch += 1;
     if cpu_intensive {
         g.worker_set_flags(id, flags::CPU_INTENSIVE);
@@ -252,13 +287,17 @@ fn process_one_work(
         }
     }
 
-    let (work, wq) = MutexGuard::unlocked(g, || run_work(work, wq));
+    let (work, wq) = MutexGuard::unlocked(g, || run_work(work, wq, function));
 
     // Set by the queue's flag or by the monitor's CPU-hog detection; ends with the item.
     g.worker_clr_flags(id, flags::CPU_INTENSIVE);
     g.busy.remove(&key);
     let w = g.worker(id);
     w.current = None;
+    w.seen_running_at = None;
+    if w.desc.is_some() {
+        w.desc = None;
+    }
     let waiters = std::mem::take(&mut w.current_waiters);
     g.pwq(slot).nr_completed += 1;
     g.dec_nr_in_flight(slot, color, true);
@@ -322,28 +361,27 @@ impl Deferred {
 
 /// Runs the item's function with `CURRENT` set; a panic in it, or in a trace subscriber, is
 /// contained and reported. Hands the item and its queue back for the bookkeeping.
-fn run_work(work: Work, wq: Arc<WqShared>) -> (Work, Arc<WqShared>) {
-    let function = work.func_name();
-    contain(
-        &wq.name,
-        function,
-        Site::Trace,
-        || tracing::trace!(target: "cmwq", work = work.key(), function, "workqueue_execute_start"),
-    );
+fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc<WqShared>) {
+    let key = work.key();
+    contain(&wq.name, function, Site::Trace, || {
+        trace::emit_deferred();
+        trace::execute_start(key, function);
+    });
     CURRENT.with(|c| *c.borrow_mut() = Some(Current { work, wq }));
     CURRENT.with(|c| {
         let cur = c.borrow();
         let cur = cur.as_ref().expect("current work set above");
-        contain(&cur.wq.name, function, Site::Run, || cur.work.run());
+        contain(&cur.wq.name, function, Site::Run, || {
+            let span = trace::execution_span(&cur.wq.name, function);
+            let _entered = span.enter();
+            cur.work.run()
+        });
     });
     let Current { work, wq } = CURRENT
         .with(|c| c.borrow_mut().take())
         .expect("current work set above");
-    contain(
-        &wq.name,
-        function,
-        Site::Trace,
-        || tracing::trace!(target: "cmwq", work = work.key(), "workqueue_execute_end"),
-    );
+    contain(&wq.name, function, Site::Trace, || {
+        trace::execute_end(key, function)
+    });
     (work, wq)
 }

@@ -29,11 +29,14 @@ pub(crate) struct Attrs {
     pub(crate) cpumask: Vec<usize>,
 }
 
-/// One queued item: the work, the pwq slot it was queued on and its flush color.
+/// One queued item: the work, the pwq slot it was queued on and its flush color, and the name
+/// of its function (asked of the item once, unlocked, when it was queued: `WorkItem::name` is
+/// user code, never called under a lock).
 pub(crate) struct Entry {
     pub(crate) work: Work,
     pub(crate) slot: u32,
     pub(crate) color: u8,
+    pub(crate) function: &'static str,
 }
 
 /// Worker flags (the kernel's `WORKER_*`).
@@ -77,12 +80,21 @@ pub(crate) struct WorkerSlot {
     pub(crate) scheduled: VecDeque<Entry>,
     /// Identity of the item it runs, with its pwq slot.
     pub(crate) current: Option<(usize, u32)>,
+    /// The type name of the function it runs (meaningful while `current` is set).
+    pub(crate) current_function: &'static str,
+    /// The thread's name (`kworker/0:1`).
+    pub(crate) name: String,
     /// Waiters to complete when the current execution ends (flush and cancel_sync).
     pub(crate) current_waiters: Vec<Arc<Completion>>,
     pub(crate) cv: Arc<Condvar>,
     pub(crate) tid: i32,
     pub(crate) join: Option<JoinHandle<()>>,
     pub(crate) last_active: Instant,
+    /// What the running item said it does (`set_worker_desc`); cleared when the item ends.
+    pub(crate) desc: Option<String>,
+    /// When the monitor first saw the current item running (cleared when the item ends): how
+    /// long an item has run, for the dump, to within one monitor sample.
+    pub(crate) seen_running_at: Option<Instant>,
 }
 
 /// Everything the pool lock guards.
@@ -95,6 +107,8 @@ pub(crate) struct PoolLocked {
     pub(crate) idle: Vec<usize>,
     /// Item identity → the worker executing it.
     pub(crate) busy: FxHashMap<usize, usize>,
+    /// Items started by this pool's workers (the watchdog's measure of progress).
+    pub(crate) nr_started: u64,
     /// Workers running and counted for concurrency management.
     pub(crate) nr_running: usize,
     /// Workers inside `blocking()` (out of `nr_running` by the hint, still holding an item).
@@ -463,6 +477,7 @@ impl WorkerPool {
                 workers: Vec::new(),
                 idle: Vec::new(),
                 busy: FxHashMap::with_capacity_and_hasher(64, Default::default()),
+                nr_started: 0,
                 nr_running: 0,
                 nr_hinted: 0,
                 nr_workers: 0,

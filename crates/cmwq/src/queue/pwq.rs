@@ -45,6 +45,8 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_cm_wakeup: u64,
     pub(crate) nr_mayday: u64,
     pub(crate) nr_rescued: u64,
+    /// CPU time of this pwq's items, credited by the monitor's samples (`CPUtime`).
+    pub(crate) cpu_time: std::time::Duration,
 }
 
 impl PwqLocked {
@@ -64,6 +66,7 @@ impl PwqLocked {
             nr_cm_wakeup: 0,
             nr_mayday: 0,
             nr_rescued: 0,
+            cpu_time: std::time::Duration::ZERO,
         }
     }
 
@@ -100,7 +103,13 @@ impl PoolLocked {
     /// Puts an item whose `PENDING` the caller owns on pwq `slot`: on the worklist if an active
     /// slot is free and nothing waits before it, else on the inactive list (the kernel's
     /// `__queue_work` steps 8 and 9). Returns whether the pool should be kicked.
-    pub(crate) fn insert_work(&mut self, pool_id: u32, slot: u32, entry_work: crate::Work) -> bool {
+    pub(crate) fn insert_work(
+        &mut self,
+        pool_id: u32,
+        slot: u32,
+        entry_work: crate::Work,
+        function: &'static str,
+    ) -> bool {
         let pwq = self.pwq(slot);
         let color = pwq.work_color;
         pwq.nr_in_flight[color as usize] += 1;
@@ -109,6 +118,7 @@ impl PoolLocked {
             work: entry_work,
             slot,
             color,
+            function,
         };
         if pwq.inactive.is_empty() && pwq.nr_active < pwq.max_active {
             pwq.nr_active += 1;
@@ -139,6 +149,7 @@ impl PoolLocked {
         };
         pwq.nr_active += 1;
         entry.work.data().clear_inactive();
+        crate::observe::trace::defer_activate(entry.work.key(), entry.function);
         self.worklist.push_back(entry);
         true
     }

@@ -274,6 +274,8 @@ impl Workqueue {
                 g.activate_inactive(pwq.slot);
             }
         }
+        drop(l);
+        crate::observe::trace::emit_deferred();
         Ok(())
     }
 
@@ -407,6 +409,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         }
     }
     let _ = shared.pwqs.set(pwqs);
+    registry().lock().push(Arc::downgrade(&shared));
     if flags.contains(WqFlags::MEM_RECLAIM) {
         *shared.rescuer.lock() = Some(Rescuer::start(&shared));
     }
@@ -415,7 +418,28 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     })
 }
 
+/// Every live workqueue, in creation order (the kernel's `workqueues` list), for statistics
+/// and dumps. Weak: the list keeps no queue alive; destroy takes its queue out.
+fn registry() -> &'static Mutex<Vec<std::sync::Weak<WqShared>>> {
+    static WORKQUEUES: Mutex<Vec<std::sync::Weak<WqShared>>> = Mutex::new(Vec::new());
+    &WORKQUEUES
+}
+
+/// The live workqueues, in creation order (system ones included).
+pub(crate) fn all_workqueues() -> Vec<Arc<WqShared>> {
+    registry()
+        .lock()
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect()
+}
+
 impl WqShared {
+    /// The configured `max_active`.
+    pub(crate) fn max_active(&self) -> usize {
+        self.max_active.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn pwqs(&self) -> &[PoolWorkqueue] {
         self.pwqs.get().map_or(&[], Vec::as_slice)
     }
@@ -478,6 +502,9 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
         work.data().release_pending();
         return Err(wq.refusal(st));
     }
+    // Asked once, here, with no lock held; a panicking `WorkItem::name` must not leave the
+    // item pending.
+    let function = crate::pool::panic::function_name(work);
     let mut pwq = wq.select_pwq(cpu);
     let redirected;
     // Non-reentrancy: if the item is running on another pool for this queue, queue it there so
@@ -524,7 +551,8 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
             }
         });
     }
-    let kick = if g.insert_work(pwq.pool.id, pwq.slot, work.clone()) {
+    let active = g.insert_work(pwq.pool.id, pwq.slot, work.clone(), function);
+    let kick = if active {
         kick_pool(&mut g)
     } else {
         pool::Kick::Nothing
@@ -533,7 +561,7 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
     if kick == pool::Kick::CreateFirstWorker {
         pool::manage::create_first_worker(&pwq.pool);
     }
-    tracing::trace!(target: "cmwq", work = work.key(), workqueue = %wq.name, "workqueue_queue_work");
+    crate::observe::trace::queue_work(work.key(), function, &wq.name, cpu, pwq.pool.cpu, active);
     Ok(())
 }
 
@@ -588,4 +616,7 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     }
     // Release: pairs with the Acquire load in `insert_owned`.
     wq.state.fetch_or(state::DESTROYED, Ordering::Release);
+    registry()
+        .lock()
+        .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(wq)));
 }

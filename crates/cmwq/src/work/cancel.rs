@@ -43,6 +43,7 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
                     d.set(data::off_queue(pool_id, 0, true));
                     drop(g);
                     drop(entry);
+                    crate::observe::trace::emit_deferred();
                     return (Grabbed::Pending, pool_id, 0);
                 }
             }
