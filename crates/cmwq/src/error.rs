@@ -69,6 +69,15 @@ pub enum Error {
         /// The most live workqueues one pool can serve.
         max: usize,
     },
+    /// The item to flush waits behind the calling item on a queue that runs one item at a
+    /// time: it cannot start before the caller returns (a certain deadlock).
+    #[error(
+        "the item waits behind the caller on workqueue {workqueue:?}, which runs one item at a time"
+    )]
+    FlushDependency {
+        /// The workqueue's name.
+        workqueue: String,
+    },
     /// Waiting here would wait for the calling work item itself: a certain deadlock.
     #[error("a work item cannot flush itself or the workqueue it is running on")]
     SelfFlush,

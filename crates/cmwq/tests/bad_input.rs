@@ -316,3 +316,47 @@ fn mod_delayed_leaves_a_disabled_item_alone() {
     assert!(!dw.is_pending());
     assert!(dw.work().enable());
 }
+
+#[test]
+fn flushing_an_item_queued_behind_the_caller_on_a_one_at_a_time_queue_is_an_error() {
+    for (what, wq) in [
+        ("ordered", Workqueue::ordered(&unique("dep_o"), WqFlags::empty()).unwrap()),
+        ("max_active 1", Workqueue::new(&unique("dep_1"), WqFlags::empty(), 1).unwrap()),
+    ] {
+        let (behind, runs) = counting_item();
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let (s, b, w2) = (seen.clone(), behind.clone(), wq.clone());
+        let cpu = cmwq::online_cpus()[0];
+        let first = Work::new(move |_| {
+            assert!(w2.queue_on(cpu, &b).unwrap());
+            *s.lock().unwrap() = Some((b.try_flush(), b.flush()));
+        });
+        assert!(wq.queue_on(cpu, &first).unwrap());
+        let w3 = wq.clone();
+        with_deadline("flush", move || w3.flush());
+        let got = seen.lock().unwrap().take().expect("the first item ran");
+        assert!(
+            matches!(got.0, Err(Error::FlushDependency { .. })),
+            "{what}: {got:?}"
+        );
+        assert!(!got.1, "{what}: flush warns and returns false");
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "{what}: it ran after the caller");
+    }
+    // With room for two, the flush simply waits.
+    let wq = Workqueue::new(&unique("dep_2"), WqFlags::UNBOUND, 2).unwrap();
+    let (behind, runs) = counting_item();
+    let (b, w2) = (behind.clone(), wq.clone());
+    let waited = Arc::new(AtomicUsize::new(0));
+    let w = waited.clone();
+    let first = Work::new(move |_| {
+        assert!(w2.queue(&b));
+        if b.try_flush() == Ok(true) {
+            w.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    assert!(wq.queue(&first));
+    let w3 = wq.clone();
+    with_deadline("flush", move || w3.flush());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(waited.load(Ordering::SeqCst), 1);
+}

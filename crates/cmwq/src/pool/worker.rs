@@ -51,6 +51,16 @@ pub(crate) fn current_wq_id() -> Option<u64> {
     CURRENT.with(|c| c.borrow().as_ref().map(|c| c.wq.id))
 }
 
+/// Flags of the workqueue whose item the calling thread executes.
+pub(crate) fn current_wq_flags() -> Option<WqFlags> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.wq.flags))
+}
+
+/// Name of the workqueue whose item the calling thread executes.
+pub(crate) fn current_wq_name() -> Option<String> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.wq.name.clone()))
+}
+
 /// Whether the calling thread is executing `work`.
 pub(crate) fn is_current(work: &Work) -> bool {
     CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.work == *work))

@@ -3,7 +3,7 @@
 //! ([`Workqueue::drain`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use crate::os::sync::Completion;
 use crate::pool::pool_by_id;
 use crate::pool::worker;
-use crate::queue::workqueue::{state, WqShared};
+use crate::queue::workqueue::{state, WqFlags, WqShared};
 use crate::work::data::{State, NR_COLORS};
 use crate::{Error, Work, Workqueue};
 
@@ -45,24 +45,31 @@ impl Work {
         })
     }
 
-    /// Like [`flush`](Self::flush), with the self-flush reported as `Err(Error::SelfFlush)`.
+    /// Like [`flush`](Self::flush), with the flushes that cannot finish reported as errors:
+    /// `Err(Error::SelfFlush)` from inside the item itself, and `Err(Error::FlushDependency)`
+    /// from an item whose queue can run one item at a time (ordered, or `max_active` 1) when
+    /// this item waits behind the caller on that queue: it cannot start before the caller
+    /// returns.
     pub fn try_flush(&self) -> Result<bool, Error> {
         if worker::is_current(self) {
             return Err(Error::SelfFlush);
         }
-        Ok(flush_work(self, false))
+        flush_work(self, false)
     }
 }
 
 /// Waits for the pending instance of `work` (unless `running_only`) or, if it is not queued,
-/// for the running one. Returns whether it waited.
-pub(crate) fn flush_work(work: &Work, running_only: bool) -> bool {
+/// for the running one. Returns whether it waited; `Err(FlushDependency)` instead of waiting
+/// for an instance that can only start after the calling item returns.
+pub(crate) fn flush_work(work: &Work, running_only: bool) -> Result<bool, Error> {
     let key = work.key();
+    let me = worker::with_worker(|w| (w.pool.id, w.id));
     loop {
         let Some(pool) = pool_by_id(work.data().state().pool()) else {
-            return false;
+            return Ok(false);
         };
         let done = Arc::new(Completion::new());
+        let target_flags;
         {
             let mut g = pool.locked.lock();
             // Under the pool lock the word is stable as far as this pool is concerned: an item
@@ -72,17 +79,62 @@ pub(crate) fn flush_work(work: &Work, running_only: bool) -> bool {
                 continue; // moved meanwhile: look again
             }
             match st {
-                State::Queued { .. } if !running_only => {
+                State::Queued { slot, inactive, .. } if !running_only => {
+                    let p = g.pwq(slot);
+                    target_flags = p.wq.flags;
+                    let (max_active, name) = (p.max_active, p.wq.name.clone());
+                    // The caller holds the only active slot of the pwq this item waits on.
+                    let blocked_by_me = inactive
+                        && max_active <= 1
+                        && me.is_some_and(|(pool_id, id)| {
+                            pool_id == pool.id
+                                && g.workers[id]
+                                    .as_ref()
+                                    .is_some_and(|w| w.current.is_some_and(|(_, s)| s == slot))
+                        });
+                    if blocked_by_me {
+                        return Err(Error::FlushDependency { workqueue: name });
+                    }
                     g.flush_waiters.entry(key).or_default().push(done.clone());
                 }
                 _ => match g.busy.get(&key) {
-                    Some(&w) => g.worker(w).current_waiters.push(done.clone()),
-                    None => return false,
+                    Some(&w) => {
+                        let (_, slot) = g.worker(w).current.expect("a busy worker has an item");
+                        target_flags = g.pwq(slot).wq.flags;
+                        g.worker(w).current_waiters.push(done.clone());
+                    }
+                    None => return Ok(false),
                 },
             }
         }
+        check_flush_dependency(target_flags);
         wait(&done);
-        return true;
+        return Ok(true);
+    }
+}
+
+/// The kernel's `check_flush_dependency`: an item of a `MEM_RECLAIM` queue that waits for a
+/// queue without it may wait for ever when memory is short (that queue has no rescuer).
+/// Warned once per process, as the kernel's `WARN_ONCE`.
+fn check_flush_dependency(target: WqFlags) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if target.contains(WqFlags::MEM_RECLAIM) {
+        return;
+    }
+    if !worker::current_wq_flags().is_some_and(|f| f.contains(WqFlags::MEM_RECLAIM)) {
+        return;
+    }
+    let Some(name) = worker::current_wq_name() else {
+        return;
+    };
+    // Relaxed: a once-flag for a warning.
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "cmwq",
+            workqueue = %name,
+            "an item of MEM_RECLAIM workqueue {name:?} waits for a workqueue without \
+             MEM_RECLAIM: it may wait for ever when threads cannot be made"
+        );
     }
 }
 
@@ -167,6 +219,7 @@ pub(crate) fn flush_shared(wq: &WqShared) -> Result<(), Error> {
     if wq.is_current() {
         return Err(Error::SelfFlush);
     }
+    check_flush_dependency(wq.flags);
     let me = Arc::new(Completion::new());
     {
         let mut l = wq.mutex.lock();
