@@ -2238,7 +2238,7 @@ fn watch(w: &World, handles: &[JoinHandle<()>], tids: &[usize], stall: Duration)
             if since == 0 {
                 continue;
             }
-            let held = Duration::from_millis(now - since);
+            let held = Duration::from_millis(now.saturating_sub(since));
             if held > stall || grace_over {
                 let actor_desc = {
                     let arg = slot.arg.load(SeqCst);
@@ -2344,6 +2344,23 @@ fn run_storm(label: &str, total_ops: u64) {
         );
         for f in &failures {
             let _ = writeln!(msg, "  - {f}{}", hint_for(f));
+            // An op stuck on an item whose earlier op panicked in the calling thread.
+            if f.starts_with("[stuck]") {
+                let wedged = failures.iter().any(|p| {
+                    p.starts_with("[op-panic]")
+                        && f.split(" on item ")
+                            .nth(1)
+                            .and_then(|rest| rest.split(' ').next())
+                            .is_some_and(|item| p.contains(&format!(" on item {item} ")))
+                });
+                if wedged {
+                    let _ = writeln!(
+                        msg,
+                        "      (its item was left PENDING by the panic above: later cancels, \
+                         disables and mod_delayed spin in grab_pending; issue 11 defect 4)"
+                    );
+                }
+            }
         }
         let _ = write!(msg, "{}", outcome.summary);
         panic!("{msg}");
@@ -2454,7 +2471,8 @@ fn storm_body(
     let _ = write!(summary, "; {acc} accepted, {runs} runs, {cancels} cancels");
     if quiesced {
         // Drop every handle: the engine must not keep any item alive.
-        for it in &world.items {
+        // Items wedged by a panicking op are reported already.
+        for it in world.items.iter().filter(|it| !it.st.wedged.load(SeqCst)) {
             weak.push((it.st.name.clone(), Arc::downgrade(&it.st)));
         }
         drop(world);
