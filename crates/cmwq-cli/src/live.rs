@@ -81,10 +81,10 @@ fn sleeper(_: &Work) {
 /// `demo_hog`: now and then hogs the CPU past `cpu_intensive_thresh` (CPUitsv).
 fn cpu_hog(_: &Work) {
     cmwq::set_worker_desc("hogging the CPU on purpose");
-    spin(Duration::from_millis(15));
+    spin(Duration::from_millis(30));
 }
 
-/// `demo_sysfs` (SYSFS, max_active 2): bursts wait on the inactive list; `cmwq ctl PID
+/// `demo_sysfs` (SYSFS, max_active 2): bursts wait on the inactive list; `cmwq ctl --pid PID
 /// demo_sysfs max_active N` changes how many run at once.
 fn throttled(_: &Work) {
     cmwq::blocking(|| std::thread::sleep(Duration::from_millis(20)));
