@@ -27,10 +27,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the endpoint of process `pid` (at
-    /// [`socket_path`](super::socket_path)`(pid)`).
+    /// Connects to the endpoint of process `pid`: at
+    /// [`socket_path`](super::socket_path)`(pid)`, or, if there is none there, at
+    /// `/tmp/cmwq-<uid>/<pid>.sock` (where a process started without `XDG_RUNTIME_DIR`
+    /// serves).
     pub fn connect(pid: u32) -> Result<Client, Error> {
-        Client::connect_path(&path::socket_path(pid))
+        Client::connect_path(&path::find_socket(pid))
     }
 
     /// Connects to the endpoint whose socket is at `path`.

@@ -33,7 +33,9 @@
 //!
 //! The socket of process `PID` is `$XDG_RUNTIME_DIR/cmwq/PID.sock` when `XDG_RUNTIME_DIR` is
 //! set (to an absolute path), else `/tmp/cmwq-UID/PID.sock` with `UID` the effective uid
-//! ([`socket_dir`], [`socket_path`]). Three locks keep other users out:
+//! ([`socket_dir`], [`socket_path`]). A client ([`Client::connect`], [`endpoints`]) also
+//! looks in `/tmp/cmwq-UID`, where a process started without `XDG_RUNTIME_DIR` (by a service
+//! manager, say) serves. Three locks keep other users out:
 //!
 //! - the directory has mode 0700 and must be owned by the user: [`serve`] creates it so, sets
 //!   an existing one of the user's back to 0700, and refuses one owned by anyone else (or a

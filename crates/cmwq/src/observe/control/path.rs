@@ -36,6 +36,28 @@ pub fn socket_path(pid: u32) -> PathBuf {
     socket_dir().join(format!("{pid}.sock"))
 }
 
+/// Where a client looks: [`socket_dir()`](socket_dir), then `/tmp/cmwq-<uid>` if that is
+/// another directory (a process started without `XDG_RUNTIME_DIR`, by a service manager
+/// say, is found from a login shell that has it).
+pub(crate) fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![socket_dir()];
+    let fallback = PathBuf::from(format!("/tmp/cmwq-{}", euid()));
+    if dirs[0] != fallback {
+        dirs.push(fallback);
+    }
+    dirs
+}
+
+/// The socket of `pid` in the first of [`search_dirs`] that has one, else
+/// [`socket_path`]`(pid)`.
+pub(crate) fn find_socket(pid: u32) -> PathBuf {
+    search_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{pid}.sock")))
+        .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+        .unwrap_or_else(|| socket_path(pid))
+}
+
 /// A process that serves an endpoint, as [`endpoints`] lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -47,16 +69,19 @@ pub struct Endpoint {
 }
 
 /// The endpoints of this user's live processes, by pid: the sockets of
-/// [`socket_dir()`](socket_dir) whose process still exists. Stale sockets, left by processes
+/// [`socket_dir()`](socket_dir) (and of `/tmp/cmwq-<uid>`, where processes started without
+/// `XDG_RUNTIME_DIR` serve) whose process still exists. Stale sockets, left by processes
 /// that died without removing them, are skipped (and removed by the next
-/// [`serve`](super::serve)).
+/// [`serve`](super::serve) in their directory).
 pub fn endpoints() -> Vec<Endpoint> {
-    let dir = socket_dir();
-    let mut found: Vec<Endpoint> = sockets_in(&dir)
-        .into_iter()
-        .filter(|(pid, _)| pid_alive(*pid))
-        .map(|(pid, path)| Endpoint { pid, path })
-        .collect();
+    let mut found: Vec<Endpoint> = Vec::new();
+    for dir in search_dirs() {
+        for (pid, path) in sockets_in(&dir) {
+            if pid_alive(pid) && !found.iter().any(|e| e.pid == pid) {
+                found.push(Endpoint { pid, path });
+            }
+        }
+    }
     found.sort_by_key(|e| e.pid);
     found
 }
