@@ -173,6 +173,13 @@ pub(crate) fn start_from_env() {
     if std::env::var_os("CMWQ_CONTROL").is_none_or(|v| v != "1") {
         return;
     }
+    // The program called `serve()` itself before its first use of the engine: done.
+    if live_sockets()
+        .lock()
+        .contains(&path::socket_path(std::process::id()))
+    {
+        return;
+    }
     match serve() {
         Ok(h) => {
             let _ = HANDLE.set(h);
