@@ -81,4 +81,12 @@ pub enum Error {
     /// Waiting here would wait for the calling work item itself: a certain deadlock.
     #[error("a work item cannot flush itself or the workqueue it is running on")]
     SelfFlush,
+    /// The control endpoint ([`control`](crate::control)) could not be started, reached or
+    /// understood: a socket directory that is not private, a live endpoint already bound,
+    /// an I/O failure, or an error reply.
+    #[error("control endpoint: {reason}")]
+    Control {
+        /// What went wrong.
+        reason: String,
+    },
 }

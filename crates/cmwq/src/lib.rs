@@ -67,6 +67,7 @@ pub mod protocol {}
 pub use cm::blocking;
 pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
 pub use error::Error;
+pub use observe::control;
 pub use observe::dump::{show_all_workqueues, show_workqueues};
 pub use observe::prometheus::prometheus_text;
 pub use observe::stats::{pools, BusyWorker, PoolStats, WqStats};

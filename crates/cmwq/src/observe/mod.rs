@@ -5,6 +5,7 @@
 //! none of them, except that the monitor calls the watchdog's check and the queue and worker
 //! paths emit its trace events.
 
+pub mod control;
 pub(crate) mod dump;
 pub(crate) mod prometheus;
 pub(crate) mod stats;

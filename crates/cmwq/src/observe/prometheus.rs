@@ -6,7 +6,12 @@ use crate::observe::stats::{wq_stats, WqStats};
 use crate::queue::workqueue::all_workqueues;
 
 /// One metric: name suffix, type, help, and how to read it from [`WqStats`].
-type Metric = (&'static str, &'static str, &'static str, fn(&WqStats) -> f64);
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WqStats) -> f64,
+);
 
 /// The metrics.
 const METRICS: &[Metric] = &[

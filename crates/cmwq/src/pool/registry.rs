@@ -53,6 +53,9 @@ fn pools() -> &'static Pools {
             let normal = pair.pop().expect("two pools");
             per_cpu.push([normal, highpri]);
         }
+        // The engine's first use: `CMWQ_CONTROL=1` starts the control endpoint here. It
+        // only binds a socket and spawns its thread, which touches the pools only later.
+        crate::observe::control::start_from_env();
         Pools {
             per_cpu,
             registry: RwLock::new(Registry {

@@ -38,7 +38,8 @@ bitflags! {
         const HIGHPRI = 1 << 4;
         /// Items do not count toward concurrency management.
         const CPU_INTENSIVE = 1 << 5;
-        /// The kernel exposes the queue in sysfs; accepted and ignored here.
+        /// The kernel exposes the queue in sysfs; here its `max_active` may be set through
+        /// the [`control`](crate::control) endpoint.
         const SYSFS = 1 << 6;
         /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
         const POWER_EFFICIENT = 1 << 7;
@@ -251,32 +252,7 @@ impl Workqueue {
     /// Changes `max_active` at run time (0: the default). Raising it activates waiting items
     /// at once; lowering it never stops running ones.
     pub fn set_max_active(&self, max_active: usize) -> Result<(), Error> {
-        let shared = &self.handle.shared;
-        if shared.ordered {
-            return Err(Error::Ordered {
-                workqueue: shared.name.clone(),
-            });
-        }
-        let eff = effective_max_active(max_active)?;
-        let mut l = shared.mutex.lock();
-        // Acquire: pairs with destroy's Release `fetch_or`.
-        let st = shared.state.load(Ordering::Acquire);
-        if st & (state::DESTROYING | state::DESTROYED) != 0 {
-            return Err(shared.refusal(st));
-        }
-        l.max_active = eff;
-        shared.max_active.store(eff, Ordering::Relaxed);
-        for pwq in shared.pwqs() {
-            let mut g = pwq.pool.locked.lock();
-            // A slot a destroy racing with us has released (and maybe reused) is skipped.
-            if let Some(p) = g.pwq_of(pwq.slot, shared.id) {
-                p.max_active = eff;
-                g.activate_inactive(pwq.slot);
-            }
-        }
-        drop(l);
-        crate::observe::trace::emit_deferred();
-        Ok(())
+        self.handle.shared.set_max_active(max_active)
     }
 
     /// Destroys the queue: drains it (chained queueing from its own items continues until it
@@ -438,6 +414,37 @@ impl WqShared {
     /// The configured `max_active`.
     pub(crate) fn max_active(&self) -> usize {
         self.max_active.load(Ordering::Relaxed)
+    }
+
+    /// [`Workqueue::set_max_active`], for callers holding the queue but no handle (the
+    /// control endpoint).
+    pub(crate) fn set_max_active(&self, max_active: usize) -> Result<(), Error> {
+        let shared = self;
+        if shared.ordered {
+            return Err(Error::Ordered {
+                workqueue: shared.name.clone(),
+            });
+        }
+        let eff = effective_max_active(max_active)?;
+        let mut l = shared.mutex.lock();
+        // Acquire: pairs with destroy's Release `fetch_or`.
+        let st = shared.state.load(Ordering::Acquire);
+        if st & (state::DESTROYING | state::DESTROYED) != 0 {
+            return Err(shared.refusal(st));
+        }
+        l.max_active = eff;
+        shared.max_active.store(eff, Ordering::Relaxed);
+        for pwq in shared.pwqs() {
+            let mut g = pwq.pool.locked.lock();
+            // A slot a destroy racing with us has released (and maybe reused) is skipped.
+            if let Some(p) = g.pwq_of(pwq.slot, shared.id) {
+                p.max_active = eff;
+                g.activate_inactive(pwq.slot);
+            }
+        }
+        drop(l);
+        crate::observe::trace::emit_deferred();
+        Ok(())
     }
 
     pub(crate) fn pwqs(&self) -> &[PoolWorkqueue] {
