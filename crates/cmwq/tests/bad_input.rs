@@ -320,8 +320,14 @@ fn mod_delayed_leaves_a_disabled_item_alone() {
 #[test]
 fn flushing_an_item_queued_behind_the_caller_on_a_one_at_a_time_queue_is_an_error() {
     for (what, wq) in [
-        ("ordered", Workqueue::ordered(&unique("dep_o"), WqFlags::empty()).unwrap()),
-        ("max_active 1", Workqueue::new(&unique("dep_1"), WqFlags::empty(), 1).unwrap()),
+        (
+            "ordered",
+            Workqueue::ordered(&unique("dep_o"), WqFlags::empty()).unwrap(),
+        ),
+        (
+            "max_active 1",
+            Workqueue::new(&unique("dep_1"), WqFlags::empty(), 1).unwrap(),
+        ),
     ] {
         let (behind, runs) = counting_item();
         let seen = Arc::new(std::sync::Mutex::new(None));
@@ -340,7 +346,11 @@ fn flushing_an_item_queued_behind_the_caller_on_a_one_at_a_time_queue_is_an_erro
             "{what}: {got:?}"
         );
         assert!(!got.1, "{what}: flush warns and returns false");
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "{what}: it ran after the caller");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "{what}: it ran after the caller"
+        );
     }
     // With room for two, the flush simply waits.
     let wq = Workqueue::new(&unique("dep_2"), WqFlags::UNBOUND, 2).unwrap();
