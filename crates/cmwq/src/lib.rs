@@ -82,7 +82,9 @@ pub use queue::system::{
     system_power_efficient_wq, system_unbound_wq, system_wq,
 };
 pub use queue::workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};
-pub use spawn::{scope, spawn, JoinError, Scope, ScopedHandle, WorkHandle};
+pub use spawn::{
+    scope, spawn, JoinError, Scope, ScopedHandle, WorkHandle, WorkWait, WorkqueueWait,
+};
 pub use work::delayed::{
     schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };

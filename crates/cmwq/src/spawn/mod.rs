@@ -4,15 +4,18 @@
 //! This layer is a client of the engine, not part of it: a spawned closure is an ordinary
 //! work item (a [`WorkItem`](crate::WorkItem) embedding its [`WorkField`](crate::WorkField))
 //! queued with [`Workqueue::try_queue`] and cancelled with [`Work::cancel`](crate::Work::cancel).
-//! It may use the item layer (`work/`) and the queue layer (`queue/`) through their public
-//! operations, plus [`blocking`](crate::blocking) around its own waits; nothing in the engine
-//! uses it. Its users are the crate's public API (re-exported from the crate root) and the
+//! It may use the item layer (`work/`) and the queue layer (`queue/`): their public
+//! operations, and for the awaitable waits the registration half of the item flush
+//! (`queue::flush::register_flush_work`), the flush/drain entry points and the OS layer's
+//! async `Completion`; plus [`blocking`](crate::blocking) around its own waits. Nothing in
+//! the engine uses it. Its users are the crate's public API (re-exported from the crate root) and the
 //! programs built on it.
 //!
 //! - [`handle`]: [`WorkHandle`] (join, cancel, `Future`) and [`JoinError`].
 //! - [`task`]: the spawned item: one allocation holding the work field, the closure and the
 //!   result slot, and the slot's state table.
 //! - [`scope`](mod@scope): scopes whose items may borrow from the caller's stack.
+//! - [`wait`]: awaitable flushes and cancels ([`WorkWait`], [`WorkqueueWait`]).
 //!
 //! No user code (the closure, the `Drop` of its captures or of its result, `Waker::wake` and
 //! `Waker::clone`) runs while any lock is held, the engine's or this layer's own.
@@ -20,9 +23,11 @@
 pub(crate) mod handle;
 pub(crate) mod scope;
 pub(crate) mod task;
+pub(crate) mod wait;
 
 pub use handle::{JoinError, WorkHandle};
 pub use scope::{Scope, ScopedHandle};
+pub use wait::{WorkWait, WorkqueueWait};
 
 use crate::queue::system::system_dfl_wq;
 use crate::Workqueue;
