@@ -291,6 +291,60 @@ fn spawn_on_destroyed_queue_is_refused() {
 }
 
 #[test]
+fn join_error_is_send_sync_error() {
+    fn assert_traits<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_traits::<JoinError>();
+    let err = join("boxed", cmwq::spawn(|| -> () { panic!("into a box") })).unwrap_err();
+    let boxed: Box<dyn std::error::Error + Send + Sync> = err.into();
+    assert!(boxed.to_string().contains("into a box"));
+}
+
+#[test]
+fn spawn_on_draining_queue_is_refused() {
+    let wq = Workqueue::new(&unique("spawn-draining"), WqFlags::UNBOUND, 0).unwrap();
+    let gate = Arc::new(Latch::new());
+    let _open = open_on_drop(&[&gate]);
+    let blocker = {
+        let gate = gate.clone();
+        wq.spawn(move || gate.wait_blocking())
+    };
+    let drainer = {
+        let wq = wq.clone();
+        std::thread::spawn(move || wq.drain())
+    };
+    let mut refused = None;
+    wait_for("a spawn refused while the queue drains", || {
+        let err = wq.spawn(|| ()).join_refusal();
+        refused = err;
+        refused.is_some()
+    });
+    let err = refused.unwrap();
+    assert!(err.is_refused());
+    assert!(
+        matches!(err.refusal(), Some(Error::Draining { .. })),
+        "{err:?}"
+    );
+    gate.open();
+    join("blocker", blocker).unwrap();
+    common::join("drainer", drainer);
+}
+
+/// A refusal shows at once (`is_finished`); otherwise the handle is detached.
+trait JoinRefusal {
+    fn join_refusal(self) -> Option<JoinError>;
+}
+
+impl JoinRefusal for WorkHandle<()> {
+    fn join_refusal(self) -> Option<JoinError> {
+        if self.is_finished() {
+            self.join().err().filter(JoinError::is_refused)
+        } else {
+            None
+        }
+    }
+}
+
+#[test]
 fn is_finished_tracks_the_run() {
     let wq = Workqueue::new(&unique("spawn-finished"), WqFlags::UNBOUND, 0).unwrap();
     let gate = Arc::new(Latch::new());

@@ -146,20 +146,27 @@ impl<T> fmt::Debug for WorkHandle<T> {
 
 /// Why a spawned closure gave no result: it panicked, was cancelled before it started, or
 /// its queue refused it.
+///
+/// `Send` and `Sync` (so `?` converts it into `Box<dyn Error + Send + Sync>`): the payload is
+/// reachable only by value ([`into_panic`](Self::into_panic)); its message, if it is a string,
+/// is copied out for `Debug` and `Display`.
 pub struct JoinError {
     repr: Repr,
 }
 
 enum Repr {
-    Panic(Payload),
+    /// The payload (in a never-locked mutex: only for `Sync`, it is taken by value) and its
+    /// message.
+    Panic(std::sync::Mutex<Payload>, Option<String>),
     Cancelled,
     Refused(Error),
 }
 
 impl JoinError {
     pub(crate) fn panic(payload: Payload) -> Self {
+        let message = panic_message(&payload).map(str::to_owned);
         JoinError {
-            repr: Repr::Panic(payload),
+            repr: Repr::Panic(std::sync::Mutex::new(payload), message),
         }
     }
 
@@ -177,7 +184,7 @@ impl JoinError {
 
     /// The closure panicked; [`into_panic`](Self::into_panic) gives the payload.
     pub fn is_panic(&self) -> bool {
-        matches!(self.repr, Repr::Panic(_))
+        matches!(self.repr, Repr::Panic(..))
     }
 
     /// The item was cancelled before it started; the closure never ran.
@@ -214,7 +221,7 @@ impl JoinError {
     /// The panic payload, or the error itself if it is not a panic.
     pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send + 'static>, JoinError> {
         match self.repr {
-            Repr::Panic(payload) => Ok(payload),
+            Repr::Panic(payload, _) => Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner())),
             repr => Err(JoinError { repr }),
         }
     }
@@ -230,8 +237,8 @@ fn panic_message(payload: &Payload) -> Option<&str> {
 impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Panic(p) => match panic_message(p) {
-                Some(msg) => f.debug_tuple("JoinError::Panic").field(&msg).finish(),
+            Repr::Panic(_, message) => match message {
+                Some(msg) => f.debug_tuple("JoinError::Panic").field(msg).finish(),
                 None => f.debug_tuple("JoinError::Panic").field(&"..").finish(),
             },
             Repr::Cancelled => f.write_str("JoinError::Cancelled"),
@@ -243,7 +250,7 @@ impl fmt::Debug for JoinError {
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Panic(p) => match panic_message(p) {
+            Repr::Panic(_, message) => match message {
                 Some(msg) => write!(f, "work item panicked: {msg}"),
                 None => f.write_str("work item panicked"),
             },
