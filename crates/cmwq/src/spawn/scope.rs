@@ -21,7 +21,11 @@
 //!    forever, which is a hang, not a use after free.
 //! 3. After the decrement the job touches only `ScopeData`, which is `'static` (an `Arc`).
 //!    The engine may keep the item's allocation past the scope, but by then its closure slot
-//!    is empty: only the `()` result and the engine's field remain.
+//!    is empty: only the `()` result and the engine's field remain. The same holds for a
+//!    `Work` handle on the item that the closure took with
+//!    [`current_work`](crate::current_work) and let escape: it reaches nothing borrowed (the
+//!    item's type is private, so it cannot be downcast), and re-queueing it runs nothing (the
+//!    stage is no longer `Queued`).
 //! 4. A result `T: 'scope` lives in the packet until the handle takes or drops it. The job
 //!    stores it only while the handle is alive (checked under the packet's lock); otherwise
 //!    the job drops it itself, before the decrement. A handle cannot outlive `'scope`
