@@ -58,6 +58,7 @@ mod observe;
 mod os;
 mod pool;
 mod queue;
+mod spawn;
 pub mod time;
 mod work;
 
@@ -77,10 +78,14 @@ pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::system::{
-    schedule_work, schedule_work_on, system_freezable_power_efficient_wq, system_freezable_wq,
-    system_highpri_wq, system_long_wq, system_power_efficient_wq, system_unbound_wq, system_wq,
+    schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,
+    system_freezable_wq, system_highpri_wq, system_long_wq, system_percpu_wq,
+    system_power_efficient_wq, system_unbound_wq, system_wq,
 };
 pub use queue::workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};
+pub use spawn::{
+    scope, spawn, JoinError, Scope, ScopedHandle, WorkHandle, WorkWait, WorkqueueWait,
+};
 pub use work::delayed::{
     schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };

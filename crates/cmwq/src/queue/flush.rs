@@ -62,13 +62,31 @@ impl Work {
 /// for the running one. Returns whether it waited; `Err(FlushDependency)` instead of waiting
 /// for an instance that can only start after the calling item returns.
 pub(crate) fn flush_work(work: &Work, running_only: bool) -> Result<bool, Error> {
+    match register_flush_work(work, running_only, Completion::new)? {
+        Some(done) => {
+            wait(&done);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// The registration half of [`flush_work`]: lists a completion made by `new` where the
+/// instance it waits for will complete it, and returns it (`None`: nothing to wait for). The
+/// completion is completed with no pool lock held (by the worker after the run, or by a
+/// cancel after it unlocked), so it may be an async one.
+pub(crate) fn register_flush_work(
+    work: &Work,
+    running_only: bool,
+    new: fn() -> Completion,
+) -> Result<Option<Arc<Completion>>, Error> {
     let key = work.key();
     let me = worker::with_worker(|w| (w.pool.id, w.id));
     loop {
         let Some(pool) = pool_by_id(work.data().state().pool()) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let done = Arc::new(Completion::new());
+        let done = Arc::new(new());
         let target_flags;
         {
             let mut g = pool.locked.lock();
@@ -103,13 +121,12 @@ pub(crate) fn flush_work(work: &Work, running_only: bool) -> Result<bool, Error>
                         target_flags = g.pwq(slot).wq.flags;
                         g.worker(w).current_waiters.push(done.clone());
                     }
-                    None => return Ok(false),
+                    None => return Ok(None),
                 },
             }
         }
         check_flush_dependency(target_flags);
-        wait(&done);
-        return Ok(true);
+        return Ok(Some(done));
     }
 }
 

@@ -47,6 +47,17 @@ system_wq!(
     0
 );
 
+/// The kernel 6.17 name of [`system_unbound_wq`](fn@system_unbound_wq) ("default": unbound),
+/// the same queue. Target of [`spawn`](fn@crate::spawn) and [`scope`](fn@crate::scope).
+pub fn system_dfl_wq() -> &'static Workqueue {
+    system_unbound_wq()
+}
+
+/// The kernel 6.17 name of [`system_wq`](fn@system_wq) (explicitly per-CPU), the same queue.
+pub fn system_percpu_wq() -> &'static Workqueue {
+    system_wq()
+}
+
 /// Queues `work` on [`system_wq`](fn@system_wq) on the calling CPU.
 pub fn schedule_work(work: &Work) -> bool {
     system_wq().queue(work)

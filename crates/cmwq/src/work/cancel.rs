@@ -39,10 +39,14 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
             if let Some(pool) = pool_by_id(pool_id) {
                 let mut g = pool.locked.lock();
                 if d.state() == st {
-                    let entry = take_queued(&mut g, work, st);
+                    let (entry, waiters) = take_queued(&mut g, work, st);
                     d.set(data::off_queue(pool_id, 0, true));
                     drop(g);
                     drop(entry);
+                    // Completed unlocked: an async waiter's completion wakes its task.
+                    for w in waiters.into_iter().flatten() {
+                        w.complete();
+                    }
                     crate::observe::trace::emit_deferred();
                     return (Grabbed::Pending, pool_id, 0);
                 }
@@ -59,8 +63,16 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
     }
 }
 
-/// Removes a queued item from its list and retires it from the pwq's counters.
-fn take_queued(g: &mut PoolLocked, work: &Work, st: State) -> Entry {
+/// Removes a queued item from its list and retires it from the pwq's counters. Returns the
+/// entry and the item's flush waiters, to be completed once the pool lock is released.
+fn take_queued(
+    g: &mut PoolLocked,
+    work: &Work,
+    st: State,
+) -> (
+    Entry,
+    Option<Vec<std::sync::Arc<crate::os::sync::Completion>>>,
+) {
     let State::Queued {
         slot,
         color,
@@ -85,12 +97,8 @@ fn take_queued(g: &mut PoolLocked, work: &Work, st: State) -> Entry {
     };
     let entry = entry.expect("a queued item is on one of its pool's lists");
     g.dec_nr_in_flight(slot, color, !inactive);
-    if let Some(waiters) = g.flush_waiters.remove(&key) {
-        for w in waiters {
-            w.complete();
-        }
-    }
-    entry
+    let waiters = g.flush_waiters.remove(&key);
+    (entry, waiters)
 }
 
 impl Work {
