@@ -1,53 +1,70 @@
-//! The timer service behind delayed work: one thread for all timers, a binary heap of
+//! The timer service behind delayed work: one thread for all timers, an ordered map of
 //! deadlines on the monotonic clock, and a clock that tests can pause and advance by hand.
 //!
-//! Arming pushes onto the heap (O(log n)); cancelling only disarms the item (O(1)): its heap
-//! entry goes stale and is skipped when it comes up, and stale entries are compacted away
-//! when they outnumber the armed ones, so repeated re-arming (`mod_delayed` debouncing) does
-//! not grow the heap without bound.
+//! The service is generic over its client ([`Timers`]): it stores the client's item handles
+//! and targets and calls the client back when a timer fires or is disarmed for a tag, so this
+//! layer knows nothing of work items or queues. The delayed-work layer is the one client.
+//!
+//! Every armed timer has one entry in the map, keyed by `(deadline, arming sequence number)`;
+//! the item's timer slot remembers the key. Arming inserts (O(log n)), disarming removes the
+//! entry at once (O(log n)), firing pops the earliest. There are no stale entries to skip or
+//! compact, so a cancelled or re-armed item is not kept alive by its old arming.
+//!
+//! No client handle or target that the service gives up is dropped while it holds a lock:
+//! their `Drop` may run user code (the last reference of an item whose closure owns a
+//! workqueue destroys it, and destroy disarms timers).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::queue::workqueue::{insert_owned, WqShared};
-use crate::DelayedWork;
+use crate::Error;
 
 // ===== the clock =====
 
 struct ClockState {
-    /// Virtual time minus real time (grows with every `advance`).
-    offset: Duration,
-    /// The frozen virtual time while paused.
+    /// The frozen virtual time while a `TestClock` lives.
     paused_at: Option<Instant>,
+    /// Since the last `TestClock` was dropped: `(real, virtual)` at that moment. Virtual time
+    /// is `virtual + (Instant::now() - real)`.
+    resumed: Option<(Instant, Instant)>,
 }
 
-fn clock() -> &'static Mutex<ClockState> {
-    static CLOCK: OnceLock<Mutex<ClockState>> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        Mutex::new(ClockState {
-            offset: Duration::ZERO,
-            paused_at: None,
-        })
-    })
+impl ClockState {
+    fn now(&self) -> Instant {
+        if let Some(p) = self.paused_at {
+            return p;
+        }
+        let real = Instant::now();
+        match self.resumed {
+            // `checked_add` can only fail near the end of `Instant`'s range (a test advanced
+            // that far): the clock then stands still rather than panicking.
+            Some((r, v)) => v.checked_add(real.duration_since(r)).unwrap_or(v),
+            None => real,
+        }
+    }
 }
+
+static CLOCK: Mutex<ClockState> = Mutex::new(ClockState {
+    paused_at: None,
+    resumed: None,
+});
 
 /// Fast path: no test clock was ever used.
 static CLOCK_TOUCHED: AtomicBool = AtomicBool::new(false);
 
-/// The current time on the timer clock (real monotonic time plus test-clock advances).
+/// The current time on the timer clock (real monotonic time, or the test clock's).
 pub(crate) fn now() -> Instant {
     // Relaxed: a stale `false` only means a test clock is being set up concurrently, which the
     // `TestClock` guard orders by taking the clock lock before it changes anything.
     if !CLOCK_TOUCHED.load(Ordering::Relaxed) {
         return Instant::now();
     }
-    let c = clock().lock();
-    c.paused_at.unwrap_or_else(|| Instant::now() + c.offset)
+    CLOCK.lock().now()
 }
 
 /// A paused timer clock for tests: while it lives, delayed work only fires when
@@ -78,27 +95,36 @@ pub fn pause() -> TestClock {
     static SERIAL: Mutex<()> = Mutex::new(());
     let serial = SERIAL.lock();
     {
-        let mut c = clock().lock();
+        let mut c = CLOCK.lock();
         CLOCK_TOUCHED.store(true, Ordering::Relaxed);
-        let now = Instant::now() + c.offset;
+        let now = c.now();
         c.paused_at = Some(now);
     }
-    service().wake();
+    if let Some(s) = client() {
+        s.wake();
+    }
     TestClock { _serial: serial }
 }
 
 impl TestClock {
     /// Moves time forward by `d` and queues every delayed item that became due, in deadline
     /// order, before returning.
+    ///
+    /// # Panics
+    ///
+    /// If the virtual time would leave the range of `Instant`.
     pub fn advance(&self, d: Duration) {
         {
-            let mut c = clock().lock();
-            c.offset += d;
-            if let Some(p) = c.paused_at.as_mut() {
-                *p += d;
-            }
+            let mut c = CLOCK.lock();
+            let p = c.paused_at.expect("a TestClock keeps the clock paused");
+            let to = p
+                .checked_add(d)
+                .expect("TestClock::advance beyond the range of Instant");
+            c.paused_at = Some(to);
         }
-        service().fire_due();
+        if let Some(s) = client() {
+            s.fire_due();
+        }
     }
 
     /// The current virtual time.
@@ -110,215 +136,252 @@ impl TestClock {
 impl Drop for TestClock {
     fn drop(&mut self) {
         {
-            let mut c = clock().lock();
+            let mut c = CLOCK.lock();
             if let Some(p) = c.paused_at.take() {
-                // Resume from the virtual time reached.
-                c.offset = p.saturating_duration_since(Instant::now());
+                // Resume from the virtual time reached, or real time if that is later.
+                let real = Instant::now();
+                c.resumed = Some((real, p.max(real)));
             }
         }
-        service().wake();
+        if let Some(s) = client() {
+            s.wake();
+        }
     }
 }
 
-fn is_paused() -> bool {
-    CLOCK_TOUCHED.load(Ordering::Relaxed) && clock().lock().paused_at.is_some()
-}
-
-/// The real instant at which virtual `deadline` arrives.
-fn to_real(deadline: Instant) -> Instant {
+/// The real instant at which the timer clock reaches `deadline`; `None` while the clock is
+/// paused (only `advance` moves it) or if that instant is past `Instant`'s range.
+fn real_instant(deadline: Instant) -> Option<Instant> {
     if !CLOCK_TOUCHED.load(Ordering::Relaxed) {
-        return deadline;
+        return Some(deadline);
     }
-    let c = clock().lock();
-    deadline.checked_sub(c.offset).unwrap_or(deadline)
+    let c = CLOCK.lock();
+    if c.paused_at.is_some() {
+        return None;
+    }
+    match c.resumed {
+        Some((r, v)) => match deadline.checked_duration_since(v) {
+            Some(ahead) => r.checked_add(ahead),
+            None => Some(r),
+        },
+        None => Some(deadline),
+    }
 }
 
-// ===== per-item timer state =====
+// ===== the client interface =====
 
-/// Where an armed item goes when it fires.
-pub(crate) struct Target {
-    pub(crate) wq: Arc<WqShared>,
-    pub(crate) cpu: Option<usize>,
+/// What the timer service stores and calls back: implemented by its client (the delayed-work
+/// layer).
+pub(crate) trait Timers: 'static {
+    /// A strong handle on an item with a timer. The service holds one clone per armed timer
+    /// and drops the clones it gives up with none of its locks held.
+    type Item: Clone + Send + 'static;
+    /// Where an armed item goes when it fires (recorded at arming).
+    type Target: Send + 'static;
+
+    /// The item's timer slot. Must return the same slot on every call.
+    fn field(item: &Self::Item) -> &TimerField<Self::Target>;
+
+    /// The timer of `item` came due and has been disarmed. Called with the item's timer lock
+    /// held, so that anyone who takes that lock afterwards finds the item handed on. Must not
+    /// drop client handles; the error (a refusal) is logged by the service after unlocking.
+    fn fire(item: &Self::Item, target: &Self::Target) -> Result<(), Error>;
+
+    /// The timer of `item` was disarmed by [`cancel_for_wq`]. Called with no lock held.
+    fn disarmed(item: &Self::Item, target: Self::Target);
 }
 
-struct TimerSlot {
-    armed: bool,
-    target: Option<Target>,
+/// A timer's deadline: an instant on the timer clock, or never (a delay past `Instant`'s
+/// range). `Never` sorts after every instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    At(Instant),
+    Never,
 }
 
-/// The timer part of a delayed work item (guarded by its own small lock).
-pub(crate) struct TimerField {
-    slot: Mutex<TimerSlot>,
-    /// Generation of the current arming: heap entries with another generation are stale.
-    /// Relaxed: only read as a staleness hint during compaction; the slot lock decides.
-    gen: AtomicU64,
+/// The key of an armed timer: its deadline, then the service's arming sequence number. Unique,
+/// so it also names one arming.
+type Key = (Deadline, u64);
+
+/// The state of an armed timer, in its slot.
+struct Armed<T> {
+    key: Key,
+    tag: u64,
+    target: T,
 }
 
-impl TimerField {
-    pub(crate) fn new() -> Self {
+/// The timer part of an item: whether and how it is armed (guarded by its own small lock, the
+/// item's timer lock).
+pub(crate) struct TimerField<T> {
+    slot: Mutex<Option<Armed<T>>>,
+}
+
+impl<T> TimerField<T> {
+    pub(crate) const fn new() -> Self {
         TimerField {
-            slot: Mutex::new(TimerSlot {
-                armed: false,
-                target: None,
-            }),
-            gen: AtomicU64::new(0),
+            slot: Mutex::new(None),
         }
-    }
-
-    /// Disarms a pending timer (the kernel's `timer_delete`). `true` if it was armed: the
-    /// caller then owns the item's `PENDING`, set when it was armed.
-    pub(crate) fn del_timer(&self) -> bool {
-        let mut s = self.slot.lock();
-        if !s.armed {
-            return false;
-        }
-        s.armed = false;
-        s.target = None;
-        service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-        true
-    }
-
-    /// The target recorded at arming, taken by `del_timer`'s caller to fire the item now.
-    pub(crate) fn del_timer_take(&self) -> Option<Target> {
-        let mut s = self.slot.lock();
-        if !s.armed {
-            return None;
-        }
-        s.armed = false;
-        service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-        s.target.take()
     }
 
     pub(crate) fn is_armed(&self) -> bool {
-        self.slot.lock().armed
+        self.slot.lock().is_some()
     }
 }
 
 // ===== the service =====
 
-struct HeapEntry {
-    deadline: Instant,
-    seq: u64,
-    gen: u64,
-    item: DelayedWork,
+/// A map entry: the tag given at arming (the delayed-work layer passes the workqueue id) and
+/// the service's clone of the item.
+struct Entry<I> {
+    tag: u64,
+    item: I,
 }
 
-impl PartialEq for HeapEntry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.deadline, self.seq) == (other.deadline, other.seq)
-    }
-}
-impl Eq for HeapEntry {}
-impl PartialOrd for HeapEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapEntry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
-    }
-}
-
-struct Heap {
-    entries: BinaryHeap<Reverse<HeapEntry>>,
+/// Guarded by `TimerService::heap`.
+struct Heap<I> {
+    map: BTreeMap<Key, Entry<I>>,
+    /// Last arming sequence number handed out.
     seq: u64,
+    /// Whether the timer thread was started (or is being started).
     thread_started: bool,
 }
 
-pub(crate) struct TimerService {
-    heap: Mutex<Heap>,
-    /// Held while firing: `TestClock::advance` waits for a firing already in progress on the
-    /// timer thread, so every due item is queued when it returns.
+/// The timer service of client `H`: the map of armed timers and the thread that fires them.
+pub(crate) struct TimerService<H: Timers> {
+    heap: Mutex<Heap<H::Item>>,
+    /// Held while one due entry is popped and fired: `TestClock::advance` waits for a firing in
+    /// progress on the timer thread, so every due item is queued when it returns. Released
+    /// before what the firing gave up is dropped.
     firing: Mutex<()>,
+    /// The timer thread waits on it with the heap lock; notified when an earlier deadline is
+    /// armed or the clock changes.
     cv: Condvar,
-    nr_armed: AtomicUsize,
+    _client: PhantomData<fn() -> H>,
 }
 
-pub(crate) fn service() -> &'static TimerService {
-    static SERVICE: OnceLock<TimerService> = OnceLock::new();
-    SERVICE.get_or_init(|| TimerService {
-        heap: Mutex::new(Heap {
-            entries: BinaryHeap::new(),
-            seq: 0,
-            thread_started: false,
-        }),
-        firing: Mutex::new(()),
-        cv: Condvar::new(),
-        nr_armed: AtomicUsize::new(0),
-    })
+/// What the clock and `destroy` call on the service, without knowing its client.
+trait Service: Sync {
+    fn fire_due(&self);
+    fn wake(&self);
+    fn cancel_tagged(&self, tag: u64);
 }
 
-impl TimerService {
-    /// Arms `item` (whose `PENDING` the caller owns) to be queued on `target` after `delay`.
-    pub(crate) fn arm(&'static self, item: &DelayedWork, target: Target, delay: Duration) {
-        let deadline = now() + delay;
-        let timer = item.timer();
-        let gen = {
-            let mut s = timer.slot.lock();
-            debug_assert!(!s.armed, "arming an armed timer");
-            s.armed = true;
-            s.target = Some(target);
-            self.nr_armed.fetch_add(1, Ordering::Relaxed);
-            timer.gen.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        let mut h = self.heap.lock();
-        if !h.thread_started {
-            h.thread_started = true;
-            std::thread::Builder::new()
-                .name("cmwq-timer".into())
-                .spawn(move || self.run())
-                .expect("cmwq: cannot start the timer thread");
+/// The service that armed a timer first (there is one client); set once, when it starts.
+static CLIENT: OnceLock<&'static dyn Service> = OnceLock::new();
+
+fn client() -> Option<&'static dyn Service> {
+    CLIENT.get().copied()
+}
+
+impl<H: Timers> TimerService<H> {
+    pub(crate) const fn new() -> Self {
+        TimerService {
+            heap: Mutex::new(Heap {
+                map: BTreeMap::new(),
+                seq: 0,
+                thread_started: false,
+            }),
+            firing: Mutex::new(()),
+            cv: Condvar::new(),
+            _client: PhantomData,
         }
-        let earliest = h.entries.peek().is_none_or(|e| deadline < e.0.deadline);
-        h.seq += 1;
-        let seq = h.seq;
-        h.entries.push(Reverse(HeapEntry {
-            deadline,
-            seq,
-            gen,
-            item: item.clone(),
-        }));
-        self.maybe_compact(&mut h);
-        if earliest {
+    }
+
+    /// Arms `item` (whose `PENDING` the caller owns) to fire with `target` after `delay`; `tag`
+    /// names the timer for [`cancel_for_wq`]. A delay past `Instant`'s range never fires: the
+    /// item stays armed until disarmed. Does not panic.
+    pub(crate) fn arm(&'static self, item: &H::Item, target: H::Target, tag: u64, delay: Duration) {
+        let deadline = match now().checked_add(delay) {
+            Some(at) => Deadline::At(at),
+            None => Deadline::Never,
+        };
+        let clone = item.clone();
+        let mut slot = H::field(item).slot.lock();
+        debug_assert!(slot.is_none(), "arming an armed timer");
+        // Lock order: timer slot → heap.
+        let (key, earliest, start) = {
+            let mut h = self.heap.lock();
+            h.seq += 1;
+            let key = (deadline, h.seq);
+            let earliest = h.map.first_key_value().is_none_or(|(k, _)| key < *k);
+            h.map.insert(key, Entry { tag, item: clone });
+            let start = !h.thread_started;
+            h.thread_started = true;
+            (key, earliest, start)
+        };
+        *slot = Some(Armed { key, tag, target });
+        drop(slot);
+        if start {
+            self.start();
+        }
+        if earliest && deadline != Deadline::Never {
+            // After the insert under the heap lock: the thread either saw the entry before it
+            // waited or is waiting now.
             self.cv.notify_one();
         }
     }
 
-    /// Drops stale entries once they outnumber armed ones (amortised O(1) per arm).
-    fn maybe_compact(&self, h: &mut Heap) {
-        let armed = self.nr_armed.load(Ordering::Relaxed);
-        if h.entries.len() > 2 * armed + 4096 {
-            let entries = std::mem::take(&mut h.entries).into_vec();
-            h.entries = entries
-                .into_iter()
-                .filter(|e| e.0.item.timer().gen.load(Ordering::Relaxed) == e.0.gen)
-                .collect();
+    /// Registers the service with the clock and starts the timer thread. A failure to start
+    /// it is logged and retried at the next arming; armed timers stay armed (cancel, flush and
+    /// `TestClock::advance` still work on them).
+    #[cold]
+    fn start(&'static self) {
+        let _ = CLIENT.set(self);
+        let spawned = std::thread::Builder::new()
+            .name("cmwq-timer".into())
+            .spawn(move || self.run());
+        if let Err(err) = spawned {
+            tracing::error!(target: "cmwq", "cannot start the timer thread (retried at the next arming): {err}");
+            self.heap.lock().thread_started = false;
         }
     }
 
-    fn wake(&self) {
-        let _h = self.heap.lock();
-        self.cv.notify_one();
+    /// Disarms the item's timer (the kernel's `timer_delete`) and returns the target recorded
+    /// at arming: the caller now owns the item's `PENDING`, set when it was armed. `None` if
+    /// it was not armed.
+    pub(crate) fn del_timer(&self, field: &TimerField<H::Target>) -> Option<H::Target> {
+        let mut slot = field.slot.lock();
+        let armed = slot.take()?;
+        // Lock order: timer slot → heap. `None` if a firing popped the entry and waits for
+        // this slot lock: it will find the slot disarmed and give up.
+        let entry = self.heap.lock().map.remove(&armed.key);
+        drop(slot);
+        drop(entry);
+        Some(armed.target)
     }
 
     /// Pops every due entry and fires it. Called by the timer thread and by
     /// `TestClock::advance`.
-    pub(crate) fn fire_due(&self) {
-        let _firing = self.firing.lock();
+    fn fire_due(&self) {
         loop {
+            let firing = self.firing.lock();
             let due = {
                 let mut h = self.heap.lock();
                 let now = now();
-                match h.entries.peek() {
-                    Some(e) if e.0.deadline <= now => h.entries.pop().map(|e| e.0),
+                match h.map.first_key_value() {
+                    Some((&(Deadline::At(at), _), _)) if at <= now => h.map.pop_first(),
                     _ => None,
                 }
             };
-            match due {
-                Some(entry) => fire(entry),
-                None => return,
+            // The heap lock is released before the slot lock is taken (lock order).
+            let Some((key, entry)) = due else {
+                return;
+            };
+            let mut slot = H::field(&entry.item).slot.lock();
+            // Not armed with this key: disarmed (and maybe re-armed) after the pop; whoever
+            // disarmed it owns `PENDING`.
+            let fired = slot.take_if(|a| a.key == key).map(|armed| {
+                let queued = H::fire(&entry.item, &armed.target);
+                (armed, queued)
+            });
+            drop(slot);
+            drop(firing);
+            if let Some((_, Err(err))) = &fired {
+                tracing::warn!(target: "cmwq", "a timer fired on a target that refuses it: {err}");
             }
+            // With no lock held: the last reference may run user code.
+            drop(fired);
+            drop(entry);
         }
     }
 
@@ -326,55 +389,60 @@ impl TimerService {
         loop {
             self.fire_due();
             let mut h = self.heap.lock();
-            let next = h.entries.peek().map(|e| e.0.deadline);
-            match next {
-                Some(d) if d <= now() => continue,
-                Some(d) if !is_paused() => {
-                    let _ = self.cv.wait_until(&mut h, to_real(d));
-                }
-                _ => self.cv.wait(&mut h),
+            match h.map.first_key_value().map(|(k, _)| k.0) {
+                Some(Deadline::At(at)) if at <= now() => continue,
+                Some(Deadline::At(at)) => match real_instant(at) {
+                    Some(real) => {
+                        let _ = self.cv.wait_until(&mut h, real);
+                    }
+                    None => self.cv.wait(&mut h),
+                },
+                Some(Deadline::Never) | None => self.cv.wait(&mut h),
             }
         }
     }
 }
 
-/// Disarms every armed timer that targets workqueue `wq_id` and releases the items' `PENDING`.
-pub(crate) fn cancel_for_wq(wq_id: u64) {
-    let candidates: Vec<DelayedWork> = {
-        let h = service().heap.lock();
-        h.entries.iter().map(|e| e.0.item.clone()).collect()
-    };
-    for item in candidates {
-        let timer = item.timer();
-        let mut s = timer.slot.lock();
-        if s.armed && s.target.as_ref().is_some_and(|t| t.wq.id == wq_id) {
-            s.armed = false;
-            s.target = None;
-            service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-            drop(s);
-            // We own PENDING (the timer held it): give it up.
-            item.work().data().release_pending();
+impl<H: Timers> Service for TimerService<H> {
+    fn fire_due(&self) {
+        TimerService::fire_due(self)
+    }
+
+    fn wake(&self) {
+        let _h = self.heap.lock();
+        self.cv.notify_one();
+    }
+
+    /// Disarms every timer armed with `tag` and hands each item to `H::disarmed`.
+    fn cancel_tagged(&self, tag: u64) {
+        // Clone only this tag's items; the scan is O(armed timers) under the heap lock.
+        let candidates: Vec<H::Item> = {
+            let h = self.heap.lock();
+            h.map
+                .values()
+                .filter(|e| e.tag == tag)
+                .map(|e| e.item.clone())
+                .collect()
+        };
+        for item in candidates {
+            let mut slot = H::field(&item).slot.lock();
+            // Re-armed for another tag meanwhile, or fired: not ours. Re-armed for this tag:
+            // disarmed with its new key.
+            let Some(armed) = slot.take_if(|a| a.tag == tag) else {
+                continue;
+            };
+            let entry = self.heap.lock().map.remove(&armed.key);
+            drop(slot);
+            H::disarmed(&item, armed.target);
+            drop(entry);
         }
     }
 }
 
-/// A timer came due: if it is still the current arming, queue the item on its target.
-///
-/// The item is queued while its timer lock is held (lock order: timer slot → pool), so anyone
-/// who takes the timer lock afterwards (`DelayedWork::flush`, cancel) finds the item either
-/// armed or already queued, never in between.
-fn fire(entry: HeapEntry) {
-    let timer = entry.item.timer();
-    let mut s = timer.slot.lock();
-    if !s.armed || timer.gen.load(Ordering::Relaxed) != entry.gen {
-        return; // cancelled or re-armed: stale
+/// Disarms every armed timer that targets workqueue `wq_id` (the tag the delayed-work layer
+/// arms with) and releases the items' `PENDING`. Clones and locks only those items.
+pub(crate) fn cancel_for_wq(wq_id: u64) {
+    if let Some(s) = client() {
+        s.cancel_tagged(wq_id);
     }
-    s.armed = false;
-    service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-    let target = s.target.take().expect("an armed timer has a target");
-    // We own PENDING (set when armed). A refusal (destroyed queue) releases it.
-    if let Err(err) = insert_owned(&target.wq, target.cpu, entry.item.work()) {
-        tracing::warn!(target: "cmwq", "delayed work fired on a queue that refuses it: {err}");
-    }
-    drop(s);
 }
