@@ -30,7 +30,8 @@ struct ClockState {
     /// The frozen virtual time while a `TestClock` lives.
     paused_at: Option<Instant>,
     /// Since the last `TestClock` was dropped: `(real, virtual)` at that moment. Virtual time
-    /// is `virtual + (Instant::now() - real)`.
+    /// is `virtual + (Instant::now() - real)`; it may be behind or ahead of real time (an
+    /// offset of either sign, which a `Duration` could not hold).
     resumed: Option<(Instant, Instant)>,
 }
 
@@ -71,8 +72,8 @@ pub(crate) fn now() -> Instant {
 /// [`advance`](TestClock::advance) moves time past its deadline.
 ///
 /// Pausing is process-wide; a second `pause()` waits until the first `TestClock` is dropped,
-/// so tests that pause run one after another. Dropping it resumes real time from the virtual
-/// time reached.
+/// so tests that pause run one after another. Dropping it resumes the clock from the virtual
+/// time reached, at real speed: time spent paused beyond what was advanced is not added.
 ///
 /// ```
 /// use std::time::Duration;
@@ -138,9 +139,8 @@ impl Drop for TestClock {
         {
             let mut c = CLOCK.lock();
             if let Some(p) = c.paused_at.take() {
-                // Resume from the virtual time reached, or real time if that is later.
-                let real = Instant::now();
-                c.resumed = Some((real, p.max(real)));
+                // Resume from the virtual time reached, even if it is behind real time.
+                c.resumed = Some((Instant::now(), p));
             }
         }
         if let Some(s) = client() {
