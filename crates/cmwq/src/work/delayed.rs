@@ -205,8 +205,12 @@ impl fmt::Debug for DelayedWork {
 /// Where an armed item goes when its timer fires, recorded at arming.
 pub(crate) struct Target {
     wq: Arc<WqShared>,
-    /// The CPU asked for (`queue_delayed_on`); `None`: the current CPU when queued.
+    /// The CPU asked for (`queue_delayed_on`), used by `flush`; `None`: the flusher's CPU, as
+    /// the kernel's `WORK_CPU_UNBOUND`.
     cpu: Option<usize>,
+    /// The CPU the timer queues on: the one asked for, else the arming CPU (the kernel's
+    /// timer fires on the CPU that armed it and queues there). Unbound queues ignore it.
+    fire_cpu: usize,
 }
 
 /// The delayed-work layer as the timer service's client.
@@ -223,7 +227,7 @@ impl Timers for DelayedTimers {
     /// The kernel's `delayed_work_timer_fn`: we own `PENDING` (set when armed); queueing
     /// hands it to the pool lock holder, a refusal (destroyed queue) releases it.
     fn fire(item: &DelayedWork, target: &Target) -> Result<(), Error> {
-        insert_owned(&target.wq, target.cpu, item.work())
+        insert_owned(&target.wq, Some(target.fire_cpu), item.work())
     }
 
     /// Destroy disarmed it: we own `PENDING` (the timer held it); give it up.
@@ -258,6 +262,7 @@ fn queue_delayed_owned(
     let target = Target {
         wq: wq.clone(),
         cpu,
+        fire_cpu: cpu.unwrap_or_else(topology::current_cpu),
     };
     TIMERS.arm(dw, target, wq.id, delay);
     Ok(())
@@ -298,8 +303,9 @@ fn logged(r: Result<bool, Error>) -> bool {
 }
 
 impl Workqueue {
-    /// Queues `dw` after `delay` on the CPU that is current when the timer fires (bound
-    /// queues) or the queue's pool. `false` if it was already pending (its timer is left alone) or disabled. A zero delay queues at once,
+    /// Queues `dw` after `delay` on the CPU that armed it (bound queues: the kernel's timer
+    /// fires on the arming CPU and queues there) or the queue's pool. `false` if it was
+    /// already pending (its timer is left alone) or disabled. A zero delay queues at once,
     /// without a timer; a delay too large for the clock (`Duration::MAX`) never fires: the item
     /// stays pending until cancelled or flushed.
     pub fn queue_delayed(&self, dw: &DelayedWork, delay: Duration) -> bool {
