@@ -331,7 +331,10 @@ impl<H: Timers> TimerService<H> {
             .name("cmwq-timer".into())
             .spawn(move || self.run());
         if let Err(err) = spawned {
-            tracing::error!(target: "cmwq", "cannot start the timer thread (retried at the next arming): {err}");
+            tracing::error!(
+                target: "cmwq",
+                "cannot start the timer thread (retried at the next arming): {err}"
+            );
             self.heap.lock().thread_started = false;
         }
     }
