@@ -4,13 +4,14 @@
 //! caller then owns it.
 //!
 //! The model follows the protocol of `time/timer.rs` (CONCURRENCY.md, "Delayed work: the timer
-//! and `PENDING`"): arming inserts a map entry under the item's timer lock (slot → heap);
-//! disarming takes the slot's key and removes the entry (slot → heap); firing pops an entry
-//! under the heap lock, releases it, then locks the slot and fires only if the slot still
-//! holds that key. It checks that every armed or queued instance ends in exactly one run or
-//! one successful cancel/modify/destroy (nothing lost, nothing duplicated), that the map never
-//! holds an entry for a dead arming, that every item reference the engine gives up is dropped
-//! with no lock held, that none is leaked, and that nothing deadlocks.
+//! and `PENDING`"): arming inserts a heap entry under the item's timer lock (slot → heap);
+//! disarming takes the slot's entry handle and removes the entry (slot → heap); firing pops an
+//! entry under the heap lock, releases it, then locks the slot and fires only if the slot
+//! still holds that entry (the model's `key` stands for the heap handle). It checks that every
+//! armed or queued instance ends in exactly one run or one successful cancel/modify/destroy
+//! (nothing lost, nothing duplicated), that the heap never holds an entry for a dead arming,
+//! that every item reference the engine gives up is dropped with no lock held, that none is
+//! leaked, and that nothing deadlocks.
 //!
 //! ```text
 //! RUSTFLAGS="--cfg cmwq_loom" cargo test -p cmwq --release --test loom_timer
@@ -90,7 +91,7 @@ struct Armed {
     tag: u64,
 }
 
-/// The service's map: `(key, tag)` per entry (each holds an item reference), and the arming
+/// The service's heap: `(key, tag)` per entry (each holds an item reference), and the arming
 /// counter.
 struct Heap {
     entries: Vec<(u64, u64)>,
@@ -101,7 +102,7 @@ struct Model {
     word: WorkData,
     /// The item's timer slot (the timer lock).
     slot: Lock<Option<Armed>>,
-    /// The timer service's map (the heap lock). (Firings are serialised by the service's
+    /// The timer service's heap (the heap lock). (Firings are serialised by the service's
     /// `firing` lock; every model has one firer, so the model leaves that lock out.)
     heap: Lock<Heap>,
     /// The pool lock and its list (holding an item reference while listed).
@@ -109,7 +110,7 @@ struct Model {
     /// Instances created (armings) and ended (runs, successful steals, destroy's disarms).
     created: AtomicUsize,
     ended: AtomicUsize,
-    /// Item references the engine holds (map entries, popped entries, collected candidates,
+    /// Item references the engine holds (heap entries, popped entries, collected candidates,
     /// the list's).
     refs: AtomicUsize,
 }
@@ -144,7 +145,7 @@ impl Model {
         self.refs.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The owner of PENDING arms the timer: map insert under the slot lock.
+    /// The owner of PENDING arms the timer: heap insert under the slot lock.
     fn arm_owned(&self) {
         let mut s = self.slot.lock();
         assert!(s.is_none(), "armed twice");
@@ -322,11 +323,11 @@ impl Model {
 
     fn settle(&self) {
         {
-            // Quiescent: every entry in the map is the slot's current arming.
+            // Quiescent: every entry in the heap is the slot's current arming.
             let s = self.slot.lock();
             let h = self.heap.lock();
             for e in &h.entries {
-                assert_eq!(s.map(|a| a.key), Some(e.0), "a map entry of a dead arming");
+                assert_eq!(s.map(|a| a.key), Some(e.0), "a heap entry of a dead arming");
             }
         }
         self.fire();

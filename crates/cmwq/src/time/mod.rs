@@ -6,6 +6,7 @@
 //! `timer::Timers` to say where an item's timer lives and what firing it does, the way the
 //! kernel's `delayed_work_timer_fn` is the timer callback that calls `__queue_work`.)
 
+pub(crate) mod heap;
 pub(crate) mod timer;
 
 pub use timer::{pause, TestClock};

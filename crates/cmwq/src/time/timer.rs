@@ -1,20 +1,19 @@
-//! The timer service behind delayed work: one thread for all timers, an ordered map of
+//! The timer service behind delayed work: one thread for all timers, an indexed heap of
 //! deadlines on the monotonic clock, and a clock that tests can pause and advance by hand.
 //!
 //! The service is generic over its client ([`Timers`]): it stores the client's item handles
 //! and targets and calls the client back when a timer fires or is disarmed for a tag, so this
 //! layer knows nothing of work items or queues. The delayed-work layer is the one client.
 //!
-//! Every armed timer has one entry in the map, keyed by `(deadline, arming sequence number)`;
-//! the item's timer slot remembers the key. Arming inserts (O(log n)), disarming removes the
-//! entry at once (O(log n)), firing pops the earliest. There are no stale entries to skip or
-//! compact, so a cancelled or re-armed item is not kept alive by its old arming.
+//! Every armed timer has one entry in the heap (`time/heap.rs`); the item's timer slot
+//! remembers the entry's handle. Arming inserts (O(log n)), disarming removes the entry at once
+//! (O(log n)), firing pops the earliest. There are no stale entries to skip or compact, so a
+//! cancelled or re-armed item is not kept alive by its old arming.
 //!
 //! No client handle or target that the service gives up is dropped while it holds a lock:
 //! their `Drop` may run user code (the last reference of an item whose closure owns a
 //! workqueue destroys it, and destroy disarms timers).
 
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -22,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::time::heap::{Handle, TimerHeap};
 use crate::Error;
 
 // ===== the clock =====
@@ -191,21 +191,14 @@ pub(crate) trait Timers: 'static {
     fn disarmed(item: &Self::Item, target: Self::Target);
 }
 
-/// A timer's deadline: an instant on the timer clock, or never (a delay past `Instant`'s
-/// range). `Never` sorts after every instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Deadline {
-    At(Instant),
-    Never,
-}
+/// A deadline that never comes (a delay past `Instant`'s range, or more than 584 years past
+/// the service's epoch). Deadlines are nanoseconds on the timer clock since the epoch.
+const NEVER: u64 = u64::MAX;
 
-/// The key of an armed timer: its deadline, then the service's arming sequence number. Unique,
-/// so it also names one arming.
-type Key = (Deadline, u64);
-
-/// The state of an armed timer, in its slot.
+/// The state of an armed timer, in its slot: the handle of its heap entry (which names this
+/// arming: a later arming gets another handle), its tag and its target.
 struct Armed<T> {
-    key: Key,
+    entry: Handle,
     tag: u64,
     target: T,
 }
@@ -230,7 +223,7 @@ impl<T> TimerField<T> {
 
 // ===== the service =====
 
-/// A map entry: the tag given at arming (the delayed-work layer passes the workqueue id) and
+/// A heap entry: the tag given at arming (the delayed-work layer passes the workqueue id) and
 /// the service's clone of the item.
 struct Entry<I> {
     tag: u64,
@@ -239,15 +232,20 @@ struct Entry<I> {
 
 /// Guarded by `TimerService::heap`.
 struct Heap<I> {
-    map: BTreeMap<Key, Entry<I>>,
-    /// Last arming sequence number handed out.
-    seq: u64,
+    timers: TimerHeap<Entry<I>>,
     /// Whether the timer thread was started (or is being started).
     thread_started: bool,
+    /// While the timer thread waits on `cv`: the deadline it will wake at by itself (`NEVER`
+    /// if none). `None` while it is awake: it looks at the heap before it waits again. An
+    /// arming notifies it only for an earlier deadline.
+    sleeping_until: Option<u64>,
 }
 
-/// The timer service of client `H`: the map of armed timers and the thread that fires them.
+/// The timer service of client `H`: the heap of armed timers and the thread that fires them.
 pub(crate) struct TimerService<H: Timers> {
+    /// The origin of the heap's deadlines: the timer clock at the first arming. Set once;
+    /// every later reading of the (monotonic) clock is at or after it.
+    epoch: OnceLock<Instant>,
     heap: Mutex<Heap<H::Item>>,
     /// Held while one due entry is popped and fired: `TestClock::advance` waits for a firing in
     /// progress on the timer thread, so every due item is queued when it returns. Released
@@ -276,10 +274,11 @@ fn client() -> Option<&'static dyn Service> {
 impl<H: Timers> TimerService<H> {
     pub(crate) const fn new() -> Self {
         TimerService {
+            epoch: OnceLock::new(),
             heap: Mutex::new(Heap {
-                map: BTreeMap::new(),
-                seq: 0,
+                timers: TimerHeap::new(),
                 thread_started: false,
+                sleeping_until: None,
             }),
             firing: Mutex::new(()),
             cv: Condvar::new(),
@@ -291,32 +290,37 @@ impl<H: Timers> TimerService<H> {
     /// names the timer for [`cancel_for_wq`]. A delay past `Instant`'s range never fires: the
     /// item stays armed until disarmed. Does not panic.
     pub(crate) fn arm(&'static self, item: &H::Item, target: H::Target, tag: u64, delay: Duration) {
-        let deadline = match now().checked_add(delay) {
-            Some(at) => Deadline::At(at),
-            None => Deadline::Never,
-        };
+        let now = now();
+        let epoch = *self.epoch.get_or_init(|| now);
+        // Saturating: a deadline past `Instant`'s range, or `NEVER` nanoseconds or more from
+        // the epoch, never comes.
+        let at = now
+            .checked_add(delay)
+            .and_then(|d| u64::try_from(d.saturating_duration_since(epoch).as_nanos()).ok())
+            .unwrap_or(NEVER);
         let clone = item.clone();
         let mut slot = H::field(item).slot.lock();
         debug_assert!(slot.is_none(), "arming an armed timer");
         // Lock order: timer slot → heap.
-        let (key, earliest, start) = {
+        let (entry, wake, start) = {
             let mut h = self.heap.lock();
-            h.seq += 1;
-            let key = (deadline, h.seq);
-            let earliest = h.map.first_key_value().is_none_or(|(k, _)| key < *k);
-            h.map.insert(key, Entry { tag, item: clone });
+            let entry = h.timers.insert(at, Entry { tag, item: clone });
+            // The thread sleeps past this deadline: wake it (it recomputes its wait). Awake, it
+            // looks at the heap before waiting again, under this lock.
+            let wake = h.sleeping_until.is_some_and(|until| at < until);
+            if wake {
+                h.sleeping_until = Some(at);
+            }
             let start = !h.thread_started;
             h.thread_started = true;
-            (key, earliest, start)
+            (entry, wake, start)
         };
-        *slot = Some(Armed { key, tag, target });
+        *slot = Some(Armed { entry, tag, target });
         drop(slot);
         if start {
             self.start();
         }
-        if earliest && deadline != Deadline::Never {
-            // After the insert under the heap lock: the thread either saw the entry before it
-            // waited or is waiting now.
+        if wake {
             self.cv.notify_one();
         }
     }
@@ -347,10 +351,19 @@ impl<H: Timers> TimerService<H> {
         let armed = slot.take()?;
         // Lock order: timer slot → heap. `None` if a firing popped the entry and waits for
         // this slot lock: it will find the slot disarmed and give up.
-        let entry = self.heap.lock().map.remove(&armed.key);
+        let entry = self.heap.lock().timers.remove(armed.entry);
         drop(slot);
         drop(entry);
         Some(armed.target)
+    }
+
+    /// The timer clock's reading as nanoseconds since the epoch (below `NEVER`).
+    fn now_ns(&self) -> u64 {
+        let Some(epoch) = self.epoch.get() else {
+            return 0; // nothing was ever armed
+        };
+        let ns = now().saturating_duration_since(*epoch).as_nanos();
+        u64::try_from(ns).unwrap_or(NEVER).min(NEVER - 1)
     }
 
     /// Pops every due entry and fires it. Called by the timer thread and by
@@ -360,20 +373,16 @@ impl<H: Timers> TimerService<H> {
             let firing = self.firing.lock();
             let due = {
                 let mut h = self.heap.lock();
-                let now = now();
-                match h.map.first_key_value() {
-                    Some((&(Deadline::At(at), _), _)) if at <= now => h.map.pop_first(),
-                    _ => None,
-                }
+                h.timers.pop_due(self.now_ns())
             };
             // The heap lock is released before the slot lock is taken (lock order).
-            let Some((key, entry)) = due else {
+            let Some((handle, entry)) = due else {
                 return;
             };
             let mut slot = H::field(&entry.item).slot.lock();
-            // Not armed with this key: disarmed (and maybe re-armed) after the pop; whoever
+            // Not armed with this entry: disarmed (and maybe re-armed) after the pop; whoever
             // disarmed it owns `PENDING`.
-            let fired = slot.take_if(|a| a.key == key).map(|armed| {
+            let fired = slot.take_if(|a| a.entry == handle).map(|armed| {
                 let queued = H::fire(&entry.item, &armed.target);
                 (armed, queued)
             });
@@ -392,16 +401,26 @@ impl<H: Timers> TimerService<H> {
         loop {
             self.fire_due();
             let mut h = self.heap.lock();
-            match h.map.first_key_value().map(|(k, _)| k.0) {
-                Some(Deadline::At(at)) if at <= now() => continue,
-                Some(Deadline::At(at)) => match real_instant(at) {
-                    Some(real) => {
-                        let _ = self.cv.wait_until(&mut h, real);
-                    }
-                    None => self.cv.wait(&mut h),
-                },
-                Some(Deadline::Never) | None => self.cv.wait(&mut h),
+            let next = h.timers.peek().unwrap_or(NEVER);
+            if next <= self.now_ns() {
+                continue;
             }
+            // `None`: no deadline, the clock is paused (only `advance` fires), or the deadline
+            // is past `Instant`'s range.
+            let real = self
+                .epoch
+                .get()
+                .filter(|_| next != NEVER)
+                .and_then(|epoch| epoch.checked_add(Duration::from_nanos(next)))
+                .and_then(real_instant);
+            h.sleeping_until = Some(if real.is_some() { next } else { NEVER });
+            match real {
+                Some(real) => {
+                    let _ = self.cv.wait_until(&mut h, real);
+                }
+                None => self.cv.wait(&mut h),
+            }
+            h.sleeping_until = None;
         }
     }
 }
@@ -421,7 +440,7 @@ impl<H: Timers> Service for TimerService<H> {
         // Clone only this tag's items; the scan is O(armed timers) under the heap lock.
         let candidates: Vec<H::Item> = {
             let h = self.heap.lock();
-            h.map
+            h.timers
                 .values()
                 .filter(|e| e.tag == tag)
                 .map(|e| e.item.clone())
@@ -430,11 +449,11 @@ impl<H: Timers> Service for TimerService<H> {
         for item in candidates {
             let mut slot = H::field(&item).slot.lock();
             // Re-armed for another tag meanwhile, or fired: not ours. Re-armed for this tag:
-            // disarmed with its new key.
+            // disarmed with its new entry.
             let Some(armed) = slot.take_if(|a| a.tag == tag) else {
                 continue;
             };
-            let entry = self.heap.lock().map.remove(&armed.key);
+            let entry = self.heap.lock().timers.remove(armed.entry);
             drop(slot);
             H::disarmed(&item, armed.target);
             drop(entry);
