@@ -15,6 +15,9 @@
 //! * `arm_cancel/*`: the cost of arming one timer and cancelling it (cmwq: `queue_delayed` +
 //!   `cancel`; tokio: create a `Sleep`, poll it once so that it registers, drop it), and of
 //!   re-arming a pending timer (cmwq: `mod_delayed` on a pending item; tokio: `Sleep::reset`).
+//!   The delay (30 s) is earlier than every background timer's, the worst case of cmwq's heap
+//!   (the timer goes to the top and comes back down); the `*_latest` variants use 90 s, later
+//!   than all of them, the usual case of timeouts armed with one delay.
 //! * `destroy/cmwq_create_destroy_with_timers_armed`: creating and destroying an empty
 //!   workqueue while the background timers (of another queue) are armed: destroy disarms only
 //!   its own queue's timers, so this is the cost of a scan of the armed timers, without
@@ -36,8 +39,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Samplin
 const BACKGROUND: usize = 10_000;
 /// Deadline of the background timers.
 const BACKGROUND_DELAY: Duration = Duration::from_secs(60);
-/// Delay used by the arm/cancel benchmarks (never reached).
+/// Delay used by the arm/cancel benchmarks (never reached): earlier than the background's.
 const ARM_DELAY: Duration = Duration::from_secs(30);
+/// Delay of the `*_latest` arm/cancel benchmarks: later than the background's.
+const ARM_DELAY_LATEST: Duration = Duration::from_secs(90);
 /// Longest wait for one probe before the bench gives up.
 const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -256,6 +261,17 @@ fn arm_cancel(c: &mut Criterion) {
     assert!(wq.queue_delayed(&dw, ARM_DELAY));
     g.bench_function("cmwq_mod_delayed_pending", |b| {
         b.iter(|| black_box(wq.mod_delayed(&dw, ARM_DELAY)))
+    });
+    assert!(dw.cancel());
+    g.bench_function("cmwq_queue_delayed_cancel_latest", |b| {
+        b.iter(|| {
+            black_box(wq.queue_delayed(&dw, ARM_DELAY_LATEST));
+            black_box(dw.cancel());
+        })
+    });
+    assert!(wq.queue_delayed(&dw, ARM_DELAY_LATEST));
+    g.bench_function("cmwq_mod_delayed_pending_latest", |b| {
+        b.iter(|| black_box(wq.mod_delayed(&dw, ARM_DELAY_LATEST)))
     });
     assert!(dw.cancel());
 
