@@ -2,7 +2,9 @@
 //! O(log n), in three vectors (no allocation beyond their growth).
 //!
 //! Values live in a slab addressed by id; the heap orders `(deadline, seq)` keys and the slab
-//! records each value's heap position, so removing by handle needs no search. Four children
+//! records each value's heap position, so removing by handle needs no search. Each node also
+//! carries its value's tag (in what would be padding), so the values of one tag are found by
+//! a sequential scan of the nodes. Four children
 //! per node halve the depth of a binary heap (7 levels for 10,000 timers): a timer armed
 //! earlier than all others, then cancelled, walks the whole depth twice. A handle
 //! carries the slot's generation (bumped when the slot is freed), so a handle to a removed
@@ -24,6 +26,7 @@ const ARITY: usize = 4;
 struct Node {
     key: u128,
     id: usize,
+    tag: u64,
 }
 
 impl Node {
@@ -66,8 +69,9 @@ impl<V> TimerHeap<V> {
         }
     }
 
-    /// Inserts `value` due at `at`; among equal deadlines, earlier insertions come first.
-    pub(crate) fn insert(&mut self, at: u64, value: V) -> Handle {
+    /// Inserts `value` due at `at`, with `tag` for [`tagged`](Self::tagged); among equal
+    /// deadlines, earlier insertions come first.
+    pub(crate) fn insert(&mut self, at: u64, tag: u64, value: V) -> Handle {
         self.seq += 1;
         let pos = self.heap.len();
         let id = match self.free.pop() {
@@ -89,6 +93,7 @@ impl<V> TimerHeap<V> {
         self.heap.push(Node {
             key: (u128::from(at) << 64) | u128::from(self.seq),
             id,
+            tag,
         });
         self.sift_up(pos);
         Handle {
@@ -125,9 +130,13 @@ impl<V> TimerHeap<V> {
         Some((Handle { id: root.id, gen }, value))
     }
 
-    /// The inserted values, in no particular order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.slots.iter().filter_map(|s| s.value.as_ref())
+    /// The inserted values with tag `tag`, in no particular order: a scan of the nodes
+    /// (O(inserted), however large the slab grew).
+    pub(crate) fn tagged(&self, tag: u64) -> impl Iterator<Item = &V> {
+        self.heap
+            .iter()
+            .filter(move |n| n.tag == tag)
+            .filter_map(|n| self.slots[n.id].value.as_ref())
     }
 
     #[cfg(test)]
@@ -220,14 +229,18 @@ mod tests {
             assert_eq!(h.slots[n.id].pos, i, "slab position of node {i}");
             assert!(h.slots[n.id].value.is_some());
         }
-        assert_eq!(h.values().count(), h.heap.len());
+        assert_eq!(
+            h.slots.iter().filter(|s| s.value.is_some()).count(),
+            h.heap.len(),
+            "occupied slots"
+        );
     }
 
     #[test]
     fn pops_in_deadline_then_insertion_order() {
         let mut h = TimerHeap::new();
         for (i, at) in [5u64, 3, 9, 3, 1, 7, 3].into_iter().enumerate() {
-            h.insert(at, (at, i));
+            h.insert(at, i as u64 % 2, (at, i));
             check(&h);
         }
         let mut out = Vec::new();
@@ -244,8 +257,8 @@ mod tests {
     #[test]
     fn pop_due_stops_at_the_first_deadline_in_the_future() {
         let mut h = TimerHeap::new();
-        h.insert(10, 'a');
-        h.insert(20, 'b');
+        h.insert(10, 0, 'a');
+        h.insert(20, 0, 'b');
         assert_eq!(h.pop_due(9).map(|(_, v)| v), None);
         assert_eq!(h.pop_due(10).map(|(_, v)| v), Some('a'));
         assert_eq!(h.pop_due(19).map(|(_, v)| v), None);
@@ -255,12 +268,13 @@ mod tests {
     #[test]
     fn remove_by_handle_and_stale_handles() {
         let mut h = TimerHeap::new();
-        let a = h.insert(1, 'a');
-        let b = h.insert(2, 'b');
+        let a = h.insert(1, 0, 'a');
+        let b = h.insert(2, 1, 'b');
+        assert_eq!(h.tagged(1).collect::<Vec<_>>(), [&'b']);
         assert_eq!(h.remove(a), Some('a'));
         assert_eq!(h.remove(a), None, "removed twice");
         // The freed slot is reused; the old handle does not name the new value.
-        let c = h.insert(3, 'c');
+        let c = h.insert(3, 0, 'c');
         assert_eq!(h.remove(a), None);
         let (popped, v) = h.pop_due(u64::MAX).unwrap();
         assert_eq!((popped, v), (b, 'b'));
@@ -287,7 +301,7 @@ mod tests {
                 0 | 1 => {
                     let at = rand() % 64;
                     n += 1;
-                    live.push((h.insert(at, n), at, n));
+                    live.push((h.insert(at, n % 3, n), at, n));
                 }
                 2 if !live.is_empty() => {
                     let i = (rand() % live.len() as u64) as usize;
@@ -311,6 +325,14 @@ mod tests {
                 }
             }
             check(&h);
+            for tag in 0..3 {
+                let mut got: Vec<u64> = h.tagged(tag).copied().collect();
+                let mut want: Vec<u64> =
+                    live.iter().map(|e| e.2).filter(|v| v % 3 == tag).collect();
+                got.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(got, want, "tag {tag}");
+            }
         }
     }
 }

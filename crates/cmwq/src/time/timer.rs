@@ -223,16 +223,11 @@ impl<T> TimerField<T> {
 
 // ===== the service =====
 
-/// A heap entry: the tag given at arming (the delayed-work layer passes the workqueue id) and
-/// the service's clone of the item.
-struct Entry<I> {
-    tag: u64,
-    item: I,
-}
-
 /// Guarded by `TimerService::heap`.
 struct Heap<I> {
-    timers: TimerHeap<Entry<I>>,
+    /// The service's clone of each armed item, with the tag given at arming (the delayed-work
+    /// layer passes the workqueue id).
+    timers: TimerHeap<I>,
     /// Whether the timer thread was started (or is being started).
     thread_started: bool,
     /// While the timer thread waits on `cv`: the deadline it will wake at by itself (`NEVER`
@@ -304,7 +299,7 @@ impl<H: Timers> TimerService<H> {
         // Lock order: timer slot → heap.
         let (entry, wake, start) = {
             let mut h = self.heap.lock();
-            let entry = h.timers.insert(at, Entry { tag, item: clone });
+            let entry = h.timers.insert(at, tag, clone);
             // The thread sleeps past this deadline: wake it (it recomputes its wait). Awake, it
             // looks at the heap before waiting again, under this lock.
             let wake = h.sleeping_until.is_some_and(|until| at < until);
@@ -376,14 +371,14 @@ impl<H: Timers> TimerService<H> {
                 h.timers.pop_due(self.now_ns())
             };
             // The heap lock is released before the slot lock is taken (lock order).
-            let Some((handle, entry)) = due else {
+            let Some((handle, item)) = due else {
                 return;
             };
-            let mut slot = H::field(&entry.item).slot.lock();
+            let mut slot = H::field(&item).slot.lock();
             // Not armed with this entry: disarmed (and maybe re-armed) after the pop; whoever
             // disarmed it owns `PENDING`.
             let fired = slot.take_if(|a| a.entry == handle).map(|armed| {
-                let queued = H::fire(&entry.item, &armed.target);
+                let queued = H::fire(&item, &armed.target);
                 (armed, queued)
             });
             drop(slot);
@@ -393,7 +388,7 @@ impl<H: Timers> TimerService<H> {
             }
             // With no lock held: the last reference may run user code.
             drop(fired);
-            drop(entry);
+            drop(item);
         }
     }
 
@@ -440,11 +435,7 @@ impl<H: Timers> Service for TimerService<H> {
         // Clone only this tag's items; the scan is O(armed timers) under the heap lock.
         let candidates: Vec<H::Item> = {
             let h = self.heap.lock();
-            h.timers
-                .values()
-                .filter(|e| e.tag == tag)
-                .map(|e| e.item.clone())
-                .collect()
+            h.timers.tagged(tag).cloned().collect()
         };
         for item in candidates {
             let mut slot = H::field(&item).slot.lock();
