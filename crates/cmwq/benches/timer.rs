@@ -15,6 +15,13 @@
 //! * `arm_cancel/*`: the cost of arming one timer and cancelling it (cmwq: `queue_delayed` +
 //!   `cancel`; tokio: create a `Sleep`, poll it once so that it registers, drop it), and of
 //!   re-arming a pending timer (cmwq: `mod_delayed` on a pending item; tokio: `Sleep::reset`).
+//!   The delay (30 s) is earlier than every background timer's, the worst case of cmwq's heap
+//!   (the timer goes to the top and comes back down); the `*_latest` variants use 90 s, later
+//!   than all of them, the usual case of timeouts armed with one delay.
+//! * `destroy/cmwq_create_destroy_with_timers_armed`: creating and destroying an empty
+//!   workqueue while the background timers (of another queue) are armed: destroy disarms only
+//!   its own queue's timers, so this is the cost of a scan of the armed timers, without
+//!   touching theirs; `destroy/cmwq_create_destroy` is the same with no timer armed.
 //!
 //! Run with `cargo bench -p cmwq --bench timer`.
 
@@ -32,8 +39,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Samplin
 const BACKGROUND: usize = 10_000;
 /// Deadline of the background timers.
 const BACKGROUND_DELAY: Duration = Duration::from_secs(60);
-/// Delay used by the arm/cancel benchmarks (never reached).
+/// Delay used by the arm/cancel benchmarks (never reached): earlier than the background's.
 const ARM_DELAY: Duration = Duration::from_secs(30);
+/// Delay of the `*_latest` arm/cancel benchmarks: later than the background's.
+const ARM_DELAY_LATEST: Duration = Duration::from_secs(90);
 /// Longest wait for one probe before the bench gives up.
 const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -254,6 +263,17 @@ fn arm_cancel(c: &mut Criterion) {
         b.iter(|| black_box(wq.mod_delayed(&dw, ARM_DELAY)))
     });
     assert!(dw.cancel());
+    g.bench_function("cmwq_queue_delayed_cancel_latest", |b| {
+        b.iter(|| {
+            black_box(wq.queue_delayed(&dw, ARM_DELAY_LATEST));
+            black_box(dw.cancel());
+        })
+    });
+    assert!(wq.queue_delayed(&dw, ARM_DELAY_LATEST));
+    g.bench_function("cmwq_mod_delayed_pending_latest", |b| {
+        b.iter(|| black_box(wq.mod_delayed(&dw, ARM_DELAY_LATEST)))
+    });
+    assert!(dw.cancel());
 
     let mut cx = Context::from_waker(Waker::noop());
     g.bench_function("tokio_sleep_register_drop", |b| {
@@ -273,5 +293,23 @@ fn arm_cancel(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lateness, arm_cancel);
+fn destroy(c: &mut Criterion) {
+    let mut g = c.benchmark_group("destroy");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let create_destroy = || {
+        let wq = Workqueue::new("bench-destroy", WqFlags::empty(), 0).unwrap();
+        wq.destroy();
+    };
+    g.bench_function("cmwq_create_destroy", |b| b.iter(create_destroy));
+    let cmwq_timers = CmwqTimers::new();
+    g.bench_function("cmwq_create_destroy_with_timers_armed", |b| {
+        b.iter(create_destroy)
+    });
+    drop(cmwq_timers);
+    g.finish();
+}
+
+criterion_group!(benches, lateness, arm_cancel, destroy);
 criterion_main!(benches);

@@ -1,61 +1,79 @@
-//! The timer service behind delayed work: one thread for all timers, a binary heap of
+//! The timer service behind delayed work: one thread for all timers, an indexed heap of
 //! deadlines on the monotonic clock, and a clock that tests can pause and advance by hand.
 //!
-//! Arming pushes onto the heap (O(log n)); cancelling only disarms the item (O(1)): its heap
-//! entry goes stale and is skipped when it comes up, and stale entries are compacted away
-//! when they outnumber the armed ones, so repeated re-arming (`mod_delayed` debouncing) does
-//! not grow the heap without bound.
+//! The service is generic over its client ([`Timers`]): it stores the client's item handles
+//! and targets and calls the client back when a timer fires or is disarmed for a tag, so this
+//! layer knows nothing of work items or queues. The delayed-work layer is the one client.
+//!
+//! Every armed timer has one entry in the heap (`time/heap.rs`); the item's timer slot
+//! remembers the entry's handle. Arming inserts (O(log n)), disarming removes the entry at once
+//! (O(log n)), firing pops the earliest. There are no stale entries to skip or compact, so a
+//! cancelled or re-armed item is not kept alive by its old arming.
+//!
+//! No client handle or target that the service gives up is dropped while it holds a lock:
+//! their `Drop` may run user code (the last reference of an item whose closure owns a
+//! workqueue destroys it, and destroy disarms timers).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::queue::workqueue::{insert_owned, WqShared};
-use crate::DelayedWork;
+use crate::time::heap::{Handle, TimerHeap};
+use crate::Error;
 
 // ===== the clock =====
 
 struct ClockState {
-    /// Virtual time minus real time (grows with every `advance`).
-    offset: Duration,
-    /// The frozen virtual time while paused.
+    /// The frozen virtual time while a `TestClock` lives.
     paused_at: Option<Instant>,
+    /// Since the last `TestClock` was dropped: `(real, virtual)` at that moment. Virtual time
+    /// is `virtual + (Instant::now() - real)`; it may be behind or ahead of real time (an
+    /// offset of either sign, which a `Duration` could not hold).
+    resumed: Option<(Instant, Instant)>,
 }
 
-fn clock() -> &'static Mutex<ClockState> {
-    static CLOCK: OnceLock<Mutex<ClockState>> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        Mutex::new(ClockState {
-            offset: Duration::ZERO,
-            paused_at: None,
-        })
-    })
+impl ClockState {
+    fn now(&self) -> Instant {
+        if let Some(p) = self.paused_at {
+            return p;
+        }
+        let real = Instant::now();
+        match self.resumed {
+            // `checked_add` can only fail near the end of `Instant`'s range (a test advanced
+            // that far): the clock then stands still rather than panicking.
+            Some((r, v)) => v.checked_add(real.duration_since(r)).unwrap_or(v),
+            None => real,
+        }
+    }
 }
+
+static CLOCK: Mutex<ClockState> = Mutex::new(ClockState {
+    paused_at: None,
+    resumed: None,
+});
 
 /// Fast path: no test clock was ever used.
 static CLOCK_TOUCHED: AtomicBool = AtomicBool::new(false);
 
-/// The current time on the timer clock (real monotonic time plus test-clock advances).
+/// The current time on the timer clock (real monotonic time, or the test clock's).
 pub(crate) fn now() -> Instant {
     // Relaxed: a stale `false` only means a test clock is being set up concurrently, which the
     // `TestClock` guard orders by taking the clock lock before it changes anything.
     if !CLOCK_TOUCHED.load(Ordering::Relaxed) {
         return Instant::now();
     }
-    let c = clock().lock();
-    c.paused_at.unwrap_or_else(|| Instant::now() + c.offset)
+    CLOCK.lock().now()
 }
 
 /// A paused timer clock for tests: while it lives, delayed work only fires when
 /// [`advance`](TestClock::advance) moves time past its deadline.
 ///
 /// Pausing is process-wide; a second `pause()` waits until the first `TestClock` is dropped,
-/// so tests that pause run one after another. Dropping it resumes real time from the virtual
-/// time reached.
+/// so tests that pause run one after another. Dropping it resumes the clock from the virtual
+/// time reached, at real speed: time spent paused beyond what was advanced is not added.
 ///
 /// ```
 /// use std::time::Duration;
@@ -78,27 +96,36 @@ pub fn pause() -> TestClock {
     static SERIAL: Mutex<()> = Mutex::new(());
     let serial = SERIAL.lock();
     {
-        let mut c = clock().lock();
+        let mut c = CLOCK.lock();
         CLOCK_TOUCHED.store(true, Ordering::Relaxed);
-        let now = Instant::now() + c.offset;
+        let now = c.now();
         c.paused_at = Some(now);
     }
-    service().wake();
+    if let Some(s) = client() {
+        s.wake();
+    }
     TestClock { _serial: serial }
 }
 
 impl TestClock {
     /// Moves time forward by `d` and queues every delayed item that became due, in deadline
     /// order, before returning.
+    ///
+    /// # Panics
+    ///
+    /// If the virtual time would leave the range of `Instant`.
     pub fn advance(&self, d: Duration) {
         {
-            let mut c = clock().lock();
-            c.offset += d;
-            if let Some(p) = c.paused_at.as_mut() {
-                *p += d;
-            }
+            let mut c = CLOCK.lock();
+            let p = c.paused_at.expect("a TestClock keeps the clock paused");
+            let to = p
+                .checked_add(d)
+                .expect("TestClock::advance beyond the range of Instant");
+            c.paused_at = Some(to);
         }
-        service().fire_due();
+        if let Some(s) = client() {
+            s.fire_due();
+        }
     }
 
     /// The current virtual time.
@@ -110,215 +137,258 @@ impl TestClock {
 impl Drop for TestClock {
     fn drop(&mut self) {
         {
-            let mut c = clock().lock();
+            let mut c = CLOCK.lock();
             if let Some(p) = c.paused_at.take() {
-                // Resume from the virtual time reached.
-                c.offset = p.saturating_duration_since(Instant::now());
+                // Resume from the virtual time reached, even if it is behind real time.
+                c.resumed = Some((Instant::now(), p));
             }
         }
-        service().wake();
+        if let Some(s) = client() {
+            s.wake();
+        }
     }
 }
 
-fn is_paused() -> bool {
-    CLOCK_TOUCHED.load(Ordering::Relaxed) && clock().lock().paused_at.is_some()
-}
-
-/// The real instant at which virtual `deadline` arrives.
-fn to_real(deadline: Instant) -> Instant {
+/// The real instant at which the timer clock reaches `deadline`; `None` while the clock is
+/// paused (only `advance` moves it) or if that instant is past `Instant`'s range.
+fn real_instant(deadline: Instant) -> Option<Instant> {
     if !CLOCK_TOUCHED.load(Ordering::Relaxed) {
-        return deadline;
+        return Some(deadline);
     }
-    let c = clock().lock();
-    deadline.checked_sub(c.offset).unwrap_or(deadline)
+    let c = CLOCK.lock();
+    if c.paused_at.is_some() {
+        return None;
+    }
+    match c.resumed {
+        Some((r, v)) => match deadline.checked_duration_since(v) {
+            Some(ahead) => r.checked_add(ahead),
+            None => Some(r),
+        },
+        None => Some(deadline),
+    }
 }
 
-// ===== per-item timer state =====
+// ===== the client interface =====
 
-/// Where an armed item goes when it fires.
-pub(crate) struct Target {
-    pub(crate) wq: Arc<WqShared>,
-    pub(crate) cpu: Option<usize>,
+/// What the timer service stores and calls back: implemented by its client (the delayed-work
+/// layer).
+pub(crate) trait Timers: 'static {
+    /// A strong handle on an item with a timer. The service holds one clone per armed timer
+    /// and drops the clones it gives up with none of its locks held.
+    type Item: Clone + Send + 'static;
+    /// Where an armed item goes when it fires (recorded at arming).
+    type Target: Send + 'static;
+
+    /// The item's timer slot. Must return the same slot on every call.
+    fn field(item: &Self::Item) -> &TimerField<Self::Target>;
+
+    /// The timer of `item` came due and has been disarmed. Called with the item's timer lock
+    /// held, so that anyone who takes that lock afterwards finds the item handed on. Must not
+    /// drop client handles; the error (a refusal) is logged by the service after unlocking.
+    fn fire(item: &Self::Item, target: &Self::Target) -> Result<(), Error>;
+
+    /// The timer of `item` was disarmed by [`cancel_for_wq`]. Called with no lock held.
+    fn disarmed(item: &Self::Item, target: Self::Target);
 }
 
-struct TimerSlot {
-    armed: bool,
-    target: Option<Target>,
+/// A deadline that never comes (a delay past `Instant`'s range, or more than 584 years past
+/// the service's epoch). Deadlines are nanoseconds on the timer clock since the epoch.
+const NEVER: u64 = u64::MAX;
+
+/// The state of an armed timer, in its slot: the handle of its heap entry (which names this
+/// arming: a later arming gets another handle), its tag and its target.
+struct Armed<T> {
+    entry: Handle,
+    tag: u64,
+    target: T,
 }
 
-/// The timer part of a delayed work item (guarded by its own small lock).
-pub(crate) struct TimerField {
-    slot: Mutex<TimerSlot>,
-    /// Generation of the current arming: heap entries with another generation are stale.
-    /// Relaxed: only read as a staleness hint during compaction; the slot lock decides.
-    gen: AtomicU64,
+/// The timer part of an item: whether and how it is armed (guarded by its own small lock, the
+/// item's timer lock).
+pub(crate) struct TimerField<T> {
+    slot: Mutex<Option<Armed<T>>>,
 }
 
-impl TimerField {
-    pub(crate) fn new() -> Self {
+impl<T> TimerField<T> {
+    pub(crate) const fn new() -> Self {
         TimerField {
-            slot: Mutex::new(TimerSlot {
-                armed: false,
-                target: None,
-            }),
-            gen: AtomicU64::new(0),
+            slot: Mutex::new(None),
         }
-    }
-
-    /// Disarms a pending timer (the kernel's `timer_delete`). `true` if it was armed: the
-    /// caller then owns the item's `PENDING`, set when it was armed.
-    pub(crate) fn del_timer(&self) -> bool {
-        let mut s = self.slot.lock();
-        if !s.armed {
-            return false;
-        }
-        s.armed = false;
-        s.target = None;
-        service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-        true
-    }
-
-    /// The target recorded at arming, taken by `del_timer`'s caller to fire the item now.
-    pub(crate) fn del_timer_take(&self) -> Option<Target> {
-        let mut s = self.slot.lock();
-        if !s.armed {
-            return None;
-        }
-        s.armed = false;
-        service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-        s.target.take()
     }
 
     pub(crate) fn is_armed(&self) -> bool {
-        self.slot.lock().armed
+        self.slot.lock().is_some()
     }
 }
 
 // ===== the service =====
 
-struct HeapEntry {
-    deadline: Instant,
-    seq: u64,
-    gen: u64,
-    item: DelayedWork,
-}
-
-impl PartialEq for HeapEntry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.deadline, self.seq) == (other.deadline, other.seq)
-    }
-}
-impl Eq for HeapEntry {}
-impl PartialOrd for HeapEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapEntry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
-    }
-}
-
-struct Heap {
-    entries: BinaryHeap<Reverse<HeapEntry>>,
-    seq: u64,
+/// Guarded by `TimerService::heap`.
+struct Heap<I> {
+    /// The service's clone of each armed item, with the tag given at arming (the delayed-work
+    /// layer passes the workqueue id).
+    timers: TimerHeap<I>,
+    /// Whether the timer thread was started (or is being started).
     thread_started: bool,
+    /// While the timer thread waits on `cv`: the deadline it will wake at by itself (`NEVER`
+    /// if none). `None` while it is awake: it looks at the heap before it waits again. An
+    /// arming notifies it only for an earlier deadline.
+    sleeping_until: Option<u64>,
 }
 
-pub(crate) struct TimerService {
-    heap: Mutex<Heap>,
-    /// Held while firing: `TestClock::advance` waits for a firing already in progress on the
-    /// timer thread, so every due item is queued when it returns.
+/// The timer service of client `H`: the heap of armed timers and the thread that fires them.
+pub(crate) struct TimerService<H: Timers> {
+    /// The origin of the heap's deadlines: the timer clock at the first arming. Set once;
+    /// every later reading of the (monotonic) clock is at or after it.
+    epoch: OnceLock<Instant>,
+    heap: Mutex<Heap<H::Item>>,
+    /// Held while one due entry is popped and fired: `TestClock::advance` waits for a firing in
+    /// progress on the timer thread, so every due item is queued when it returns. Released
+    /// before what the firing gave up is dropped.
     firing: Mutex<()>,
+    /// The timer thread waits on it with the heap lock; notified when an earlier deadline is
+    /// armed or the clock changes.
     cv: Condvar,
-    nr_armed: AtomicUsize,
+    _client: PhantomData<fn() -> H>,
 }
 
-pub(crate) fn service() -> &'static TimerService {
-    static SERVICE: OnceLock<TimerService> = OnceLock::new();
-    SERVICE.get_or_init(|| TimerService {
-        heap: Mutex::new(Heap {
-            entries: BinaryHeap::new(),
-            seq: 0,
-            thread_started: false,
-        }),
-        firing: Mutex::new(()),
-        cv: Condvar::new(),
-        nr_armed: AtomicUsize::new(0),
-    })
+/// What the clock and `destroy` call on the service, without knowing its client.
+trait Service: Sync {
+    fn fire_due(&self);
+    fn wake(&self);
+    fn cancel_tagged(&self, tag: u64);
 }
 
-impl TimerService {
-    /// Arms `item` (whose `PENDING` the caller owns) to be queued on `target` after `delay`.
-    pub(crate) fn arm(&'static self, item: &DelayedWork, target: Target, delay: Duration) {
-        let deadline = now() + delay;
-        let timer = item.timer();
-        let gen = {
-            let mut s = timer.slot.lock();
-            debug_assert!(!s.armed, "arming an armed timer");
-            s.armed = true;
-            s.target = Some(target);
-            self.nr_armed.fetch_add(1, Ordering::Relaxed);
-            timer.gen.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        let mut h = self.heap.lock();
-        if !h.thread_started {
-            h.thread_started = true;
-            std::thread::Builder::new()
-                .name("cmwq-timer".into())
-                .spawn(move || self.run())
-                .expect("cmwq: cannot start the timer thread");
+/// The service that armed a timer first (there is one client); set once, when it starts.
+static CLIENT: OnceLock<&'static dyn Service> = OnceLock::new();
+
+fn client() -> Option<&'static dyn Service> {
+    CLIENT.get().copied()
+}
+
+impl<H: Timers> TimerService<H> {
+    pub(crate) const fn new() -> Self {
+        TimerService {
+            epoch: OnceLock::new(),
+            heap: Mutex::new(Heap {
+                timers: TimerHeap::new(),
+                thread_started: false,
+                sleeping_until: None,
+            }),
+            firing: Mutex::new(()),
+            cv: Condvar::new(),
+            _client: PhantomData,
         }
-        let earliest = h.entries.peek().is_none_or(|e| deadline < e.0.deadline);
-        h.seq += 1;
-        let seq = h.seq;
-        h.entries.push(Reverse(HeapEntry {
-            deadline,
-            seq,
-            gen,
-            item: item.clone(),
-        }));
-        self.maybe_compact(&mut h);
-        if earliest {
+    }
+
+    /// Arms `item` (whose `PENDING` the caller owns) to fire with `target` after `delay`; `tag`
+    /// names the timer for [`cancel_for_wq`]. A delay past `Instant`'s range never fires: the
+    /// item stays armed until disarmed. Does not panic.
+    pub(crate) fn arm(&'static self, item: &H::Item, target: H::Target, tag: u64, delay: Duration) {
+        let now = now();
+        let epoch = *self.epoch.get_or_init(|| now);
+        // Saturating: a deadline past `Instant`'s range, or `NEVER` nanoseconds or more from
+        // the epoch, never comes.
+        let at = now
+            .checked_add(delay)
+            .and_then(|d| u64::try_from(d.saturating_duration_since(epoch).as_nanos()).ok())
+            .unwrap_or(NEVER);
+        let clone = item.clone();
+        let mut slot = H::field(item).slot.lock();
+        debug_assert!(slot.is_none(), "arming an armed timer");
+        // Lock order: timer slot → heap.
+        let (entry, wake, start) = {
+            let mut h = self.heap.lock();
+            let entry = h.timers.insert(at, tag, clone);
+            // The thread sleeps past this deadline: wake it (it recomputes its wait). Awake, it
+            // looks at the heap before waiting again, under this lock.
+            let wake = h.sleeping_until.is_some_and(|until| at < until);
+            if wake {
+                h.sleeping_until = Some(at);
+            }
+            let start = !h.thread_started;
+            h.thread_started = true;
+            (entry, wake, start)
+        };
+        *slot = Some(Armed { entry, tag, target });
+        drop(slot);
+        if start {
+            self.start();
+        }
+        if wake {
             self.cv.notify_one();
         }
     }
 
-    /// Drops stale entries once they outnumber armed ones (amortised O(1) per arm).
-    fn maybe_compact(&self, h: &mut Heap) {
-        let armed = self.nr_armed.load(Ordering::Relaxed);
-        if h.entries.len() > 2 * armed + 4096 {
-            let entries = std::mem::take(&mut h.entries).into_vec();
-            h.entries = entries
-                .into_iter()
-                .filter(|e| e.0.item.timer().gen.load(Ordering::Relaxed) == e.0.gen)
-                .collect();
+    /// Registers the service with the clock and starts the timer thread. A failure to start
+    /// it is logged and retried at the next arming; armed timers stay armed (cancel, flush and
+    /// `TestClock::advance` still work on them).
+    #[cold]
+    fn start(&'static self) {
+        let _ = CLIENT.set(self);
+        let spawned = std::thread::Builder::new()
+            .name("cmwq-timer".into())
+            .spawn(move || self.run());
+        if let Err(err) = spawned {
+            tracing::error!(
+                target: "cmwq",
+                "cannot start the timer thread (retried at the next arming): {err}"
+            );
+            self.heap.lock().thread_started = false;
         }
     }
 
-    fn wake(&self) {
-        let _h = self.heap.lock();
-        self.cv.notify_one();
+    /// Disarms the item's timer (the kernel's `timer_delete`) and returns the target recorded
+    /// at arming: the caller now owns the item's `PENDING`, set when it was armed. `None` if
+    /// it was not armed.
+    pub(crate) fn del_timer(&self, field: &TimerField<H::Target>) -> Option<H::Target> {
+        let mut slot = field.slot.lock();
+        let armed = slot.take()?;
+        // Lock order: timer slot → heap. `None` if a firing popped the entry and waits for
+        // this slot lock: it will find the slot disarmed and give up.
+        let entry = self.heap.lock().timers.remove(armed.entry);
+        drop(slot);
+        drop(entry);
+        Some(armed.target)
+    }
+
+    /// The timer clock's reading as nanoseconds since the epoch (below `NEVER`).
+    fn now_ns(&self) -> u64 {
+        let Some(epoch) = self.epoch.get() else {
+            return 0; // nothing was ever armed
+        };
+        let ns = now().saturating_duration_since(*epoch).as_nanos();
+        u64::try_from(ns).unwrap_or(NEVER).min(NEVER - 1)
     }
 
     /// Pops every due entry and fires it. Called by the timer thread and by
     /// `TestClock::advance`.
-    pub(crate) fn fire_due(&self) {
-        let _firing = self.firing.lock();
+    fn fire_due(&self) {
         loop {
+            let firing = self.firing.lock();
             let due = {
                 let mut h = self.heap.lock();
-                let now = now();
-                match h.entries.peek() {
-                    Some(e) if e.0.deadline <= now => h.entries.pop().map(|e| e.0),
-                    _ => None,
-                }
+                h.timers.pop_due(self.now_ns())
             };
-            match due {
-                Some(entry) => fire(entry),
-                None => return,
+            // The heap lock is released before the slot lock is taken (lock order).
+            let Some((handle, item)) = due else {
+                return;
+            };
+            let mut slot = H::field(&item).slot.lock();
+            // Not armed with this entry: disarmed (and maybe re-armed) after the pop; whoever
+            // disarmed it owns `PENDING`.
+            let fired = slot.take_if(|a| a.entry == handle).map(|armed| {
+                let queued = H::fire(&item, &armed.target);
+                (armed, queued)
+            });
+            drop(slot);
+            drop(firing);
+            if let Some((_, Err(err))) = &fired {
+                tracing::warn!(target: "cmwq", "a timer fired on a target that refuses it: {err}");
             }
+            // With no lock held: the last reference may run user code.
+            drop(fired);
+            drop(item);
         }
     }
 
@@ -326,55 +396,66 @@ impl TimerService {
         loop {
             self.fire_due();
             let mut h = self.heap.lock();
-            let next = h.entries.peek().map(|e| e.0.deadline);
-            match next {
-                Some(d) if d <= now() => continue,
-                Some(d) if !is_paused() => {
-                    let _ = self.cv.wait_until(&mut h, to_real(d));
-                }
-                _ => self.cv.wait(&mut h),
+            let next = h.timers.peek().unwrap_or(NEVER);
+            if next <= self.now_ns() {
+                continue;
             }
+            // `None`: no deadline, the clock is paused (only `advance` fires), or the deadline
+            // is past `Instant`'s range.
+            let real = self
+                .epoch
+                .get()
+                .filter(|_| next != NEVER)
+                .and_then(|epoch| epoch.checked_add(Duration::from_nanos(next)))
+                .and_then(real_instant);
+            h.sleeping_until = Some(if real.is_some() { next } else { NEVER });
+            match real {
+                Some(real) => {
+                    let _ = self.cv.wait_until(&mut h, real);
+                }
+                None => self.cv.wait(&mut h),
+            }
+            h.sleeping_until = None;
         }
     }
 }
 
-/// Disarms every armed timer that targets workqueue `wq_id` and releases the items' `PENDING`.
+impl<H: Timers> Service for TimerService<H> {
+    fn fire_due(&self) {
+        TimerService::fire_due(self)
+    }
+
+    fn wake(&self) {
+        let _h = self.heap.lock();
+        self.cv.notify_one();
+    }
+
+    /// Disarms every timer armed with `tag` and hands each item to `H::disarmed`.
+    fn cancel_tagged(&self, tag: u64) {
+        // Clone only this tag's items; the scan is O(armed timers) under the heap lock.
+        let candidates: Vec<H::Item> = {
+            let h = self.heap.lock();
+            h.timers.tagged(tag).cloned().collect()
+        };
+        for item in candidates {
+            let mut slot = H::field(&item).slot.lock();
+            // Re-armed for another tag meanwhile, or fired: not ours. Re-armed for this tag:
+            // disarmed with its new entry.
+            let Some(armed) = slot.take_if(|a| a.tag == tag) else {
+                continue;
+            };
+            let entry = self.heap.lock().timers.remove(armed.entry);
+            drop(slot);
+            H::disarmed(&item, armed.target);
+            drop(entry);
+        }
+    }
+}
+
+/// Disarms every armed timer that targets workqueue `wq_id` (the tag the delayed-work layer
+/// arms with) and releases the items' `PENDING`. Clones and locks only those items.
 pub(crate) fn cancel_for_wq(wq_id: u64) {
-    let candidates: Vec<DelayedWork> = {
-        let h = service().heap.lock();
-        h.entries.iter().map(|e| e.0.item.clone()).collect()
-    };
-    for item in candidates {
-        let timer = item.timer();
-        let mut s = timer.slot.lock();
-        if s.armed && s.target.as_ref().is_some_and(|t| t.wq.id == wq_id) {
-            s.armed = false;
-            s.target = None;
-            service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-            drop(s);
-            // We own PENDING (the timer held it): give it up.
-            item.work().data().release_pending();
-        }
+    if let Some(s) = client() {
+        s.cancel_tagged(wq_id);
     }
-}
-
-/// A timer came due: if it is still the current arming, queue the item on its target.
-///
-/// The item is queued while its timer lock is held (lock order: timer slot → pool), so anyone
-/// who takes the timer lock afterwards (`DelayedWork::flush`, cancel) finds the item either
-/// armed or already queued, never in between.
-fn fire(entry: HeapEntry) {
-    let timer = entry.item.timer();
-    let mut s = timer.slot.lock();
-    if !s.armed || timer.gen.load(Ordering::Relaxed) != entry.gen {
-        return; // cancelled or re-armed: stale
-    }
-    s.armed = false;
-    service().nr_armed.fetch_sub(1, Ordering::Relaxed);
-    let target = s.target.take().expect("an armed timer has a target");
-    // We own PENDING (set when armed). A refusal (destroyed queue) releases it.
-    if let Err(err) = insert_owned(&target.wq, target.cpu, entry.item.work()) {
-        tracing::warn!(target: "cmwq", "delayed work fired on a queue that refuses it: {err}");
-    }
-    drop(s);
 }

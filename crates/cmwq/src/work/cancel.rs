@@ -23,7 +23,7 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
     let mut tries = 0u32;
     loop {
         // A delayed item's armed timer: disarming it hands us PENDING (set when it was armed).
-        if work.delayed().is_some_and(|dw| dw.timer.del_timer()) {
+        if work.delayed().is_some_and(|dw| dw.del_timer()) {
             match d.state() {
                 State::OffQueue { pool, disable, .. } => return (Grabbed::Pending, pool, disable),
                 State::Queued { .. } => unreachable!("an armed item is not queued"),

@@ -5,6 +5,9 @@
 //! takes `PENDING`, and the timer hands it on when it fires (it queues the item on the
 //! workqueue and CPU recorded at arming). Cancelling first tries to disarm the timer; if that
 //! succeeds the canceller owns `PENDING` (the kernel's `try_to_grab_pending` with a timer).
+//!
+//! This layer is the timer service's client: `DelayedTimers` tells the service where an
+//! item's timer is and fires it by queueing the item (the kernel's `delayed_work_timer_fn`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use crate::os::topology;
 use crate::queue::workqueue::{insert_owned, state, WqShared};
-use crate::time::timer::{self, Target, TimerField};
+use crate::time::timer::{TimerField, TimerService, Timers};
 use crate::work::cancel::{grab_pending, Grabbed};
 use crate::work::data;
 use crate::{Error, Work, WorkField, WorkItem, Workqueue};
@@ -22,7 +25,7 @@ use crate::{Error, Work, WorkField, WorkItem, Workqueue};
 /// allocation.
 pub struct DelayedWorkField {
     pub(crate) work: WorkField,
-    pub(crate) timer: TimerField,
+    pub(crate) timer: TimerField<Target>,
 }
 
 impl DelayedWorkField {
@@ -32,6 +35,12 @@ impl DelayedWorkField {
             work: WorkField::new(),
             timer: TimerField::new(),
         }
+    }
+
+    /// Disarms a pending timer (the kernel's `timer_delete`). `true` if it was armed: the
+    /// caller then owns the item's `PENDING`, set when it was armed.
+    pub(crate) fn del_timer(&self) -> bool {
+        TIMERS.del_timer(&self.timer).is_some()
     }
 }
 
@@ -148,7 +157,7 @@ impl DelayedWork {
     /// it was armed), then waits for the item like [`Work::flush`]. Returns `false` if the item
     /// was idle.
     pub fn flush(&self) -> bool {
-        let fired = match self.timer().del_timer_take() {
+        let fired = match TIMERS.del_timer(self.timer()) {
             // We own PENDING now. A refusal (destroyed queue) releases it.
             Some(target) => insert_owned(&target.wq, target.cpu, &self.work).is_ok(),
             None => false,
@@ -169,7 +178,7 @@ impl DelayedWork {
         self.work.cancel_sync()
     }
 
-    pub(crate) fn timer(&self) -> &TimerField {
+    pub(crate) fn timer(&self) -> &TimerField<Target> {
         &self.item.delayed_work_field().timer
     }
 }
@@ -191,10 +200,50 @@ impl fmt::Debug for DelayedWork {
     }
 }
 
+// ===== the timer service's client =====
+
+/// Where an armed item goes when its timer fires, recorded at arming.
+pub(crate) struct Target {
+    wq: Arc<WqShared>,
+    /// The CPU asked for (`queue_delayed_on`), used by `flush`; `None`: the flusher's CPU, as
+    /// the kernel's `WORK_CPU_UNBOUND`.
+    cpu: Option<usize>,
+    /// The CPU the timer queues on: the one asked for, else the arming CPU (the kernel's
+    /// timer fires on the CPU that armed it and queues there). Unbound queues ignore it.
+    fire_cpu: usize,
+}
+
+/// The delayed-work layer as the timer service's client.
+pub(crate) struct DelayedTimers;
+
+impl Timers for DelayedTimers {
+    type Item = DelayedWork;
+    type Target = Target;
+
+    fn field(item: &DelayedWork) -> &TimerField<Target> {
+        item.timer()
+    }
+
+    /// The kernel's `delayed_work_timer_fn`: we own `PENDING` (set when armed); queueing
+    /// hands it to the pool lock holder, a refusal (destroyed queue) releases it.
+    fn fire(item: &DelayedWork, target: &Target) -> Result<(), Error> {
+        insert_owned(&target.wq, Some(target.fire_cpu), item.work())
+    }
+
+    /// Destroy disarmed it: we own `PENDING` (the timer held it); give it up.
+    fn disarmed(item: &DelayedWork, _target: Target) {
+        item.work().data().release_pending();
+    }
+}
+
+/// The timer service of delayed work (one thread, started at the first arming).
+static TIMERS: TimerService<DelayedTimers> = TimerService::new();
+
 // ===== queueing =====
 
 /// Arms the timer of `dw`, whose `PENDING` the caller owns (the kernel's
-/// `__queue_delayed_work`). A zero delay queues at once. Refusals release `PENDING`.
+/// `__queue_delayed_work`). A zero delay queues at once; a delay past `Instant`'s range never
+/// fires (the item stays pending until cancelled or flushed). Refusals release `PENDING`.
 fn queue_delayed_owned(
     wq: &Arc<WqShared>,
     cpu: Option<usize>,
@@ -210,14 +259,12 @@ fn queue_delayed_owned(
         dw.work.data().release_pending();
         return Err(wq.refusal(st));
     }
-    timer::service().arm(
-        dw,
-        Target {
-            wq: wq.clone(),
-            cpu,
-        },
-        delay,
-    );
+    let target = Target {
+        wq: wq.clone(),
+        cpu,
+        fire_cpu: cpu.unwrap_or_else(topology::current_cpu),
+    };
+    TIMERS.arm(dw, target, wq.id, delay);
     Ok(())
 }
 
@@ -256,9 +303,11 @@ fn logged(r: Result<bool, Error>) -> bool {
 }
 
 impl Workqueue {
-    /// Queues `dw` after `delay` on the CPU that is current when the timer fires (bound
-    /// queues) or the queue's pool. `false` if it was already pending (its timer is left
-    /// alone) or disabled. A zero delay queues at once, without a timer.
+    /// Queues `dw` after `delay` on the CPU that armed it (bound queues: the kernel's timer
+    /// fires on the arming CPU and queues there) or the queue's pool. `false` if it was
+    /// already pending (its timer is left alone) or disabled. A zero delay queues at once,
+    /// without a timer; a delay too large for the clock (`Duration::MAX`) never fires: the item
+    /// stays pending until cancelled or flushed.
     pub fn queue_delayed(&self, dw: &DelayedWork, delay: Duration) -> bool {
         logged(queue_delayed(self.shared(), None, dw, delay))
     }
