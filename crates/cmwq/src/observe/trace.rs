@@ -4,7 +4,7 @@
 //! | event | fields | when |
 //! |---|---|---|
 //! | `workqueue_queue_work` | `work`, `function`, `workqueue`, `req_cpu`, `cpu` | an item is put on a pwq (`req_cpu`: the CPU asked for, `cpu`: the pool's CPU; −1 for none or unbound) |
-//! | `workqueue_activate_work` | `work`, `function` | an item becomes active: at once when queued below `max_active`, or when it leaves the inactive list |
+//! | `workqueue_activate_work` | `work`, `function` | the item is about to start (emitted by the worker, see below) |
 //! | `workqueue_execute_start` | `work`, `function` | a worker is about to call the function |
 //! | `workqueue_execute_end` | `work`, `function` | the function returned (or panicked) |
 //!
@@ -12,12 +12,12 @@
 //! `work` (level INFO, fields `workqueue` and `function`) is entered around the function, so
 //! that events an item logs are attributed to it.
 //!
-//! A subscriber is user code: it is never called under an engine lock. An item activated by
-//! another's retirement (under the pool lock) is noted in a thread-local list and its event
-//! emitted once the lock is dropped ([`emit_deferred`]); that list is only used while a
-//! subscriber wants the event, so it costs nothing otherwise.
-
-use std::cell::RefCell;
+//! A subscriber is user code: it is never called under an engine lock. So the queuer emits
+//! `workqueue_queue_work` just before it takes the pool lock to insert the item (an insert
+//! that then races with a destroy and is refused has had its event), and the worker that
+//! starts the item emits `workqueue_activate_work` right before `workqueue_execute_start`:
+//! an item's events always come in the kernel's order, and the activation event carries the
+//! time the item started rather than the time it left the inactive list.
 
 use crate::pool::panic::contain_quiet;
 
@@ -26,8 +26,7 @@ fn cpu_field(cpu: Option<usize>) -> i64 {
     cpu.map_or(-1, |c| c as i64)
 }
 
-/// `workqueue_queue_work` (and `workqueue_activate_work` if the item went straight to the
-/// worklist). Call with no lock held.
+/// `workqueue_queue_work`. Call with no lock held, before the item is inserted.
 #[inline]
 pub(crate) fn queue_work(
     work: usize,
@@ -35,7 +34,6 @@ pub(crate) fn queue_work(
     workqueue: &str,
     req_cpu: Option<usize>,
     cpu: Option<usize>,
-    active: bool,
 ) {
     if !tracing::enabled!(target: "cmwq", tracing::Level::TRACE) {
         return;
@@ -49,49 +47,14 @@ pub(crate) fn queue_work(
             req_cpu = cpu_field(req_cpu),
             cpu = cpu_field(cpu),
             "workqueue_queue_work"
-        );
-        if active {
-            tracing::trace!(target: "cmwq", work, function, "workqueue_activate_work");
-        }
+        )
     });
 }
 
-thread_local! {
-    /// Activations noted under a pool lock, emitted once it is dropped.
-    static DEFERRED: RefCell<Vec<(usize, &'static str)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Notes that `work` left an inactive list (called under the pool lock).
-#[inline]
-pub(crate) fn defer_activate(work: usize, function: &'static str) {
-    if tracing::enabled!(target: "cmwq", tracing::Level::TRACE) {
-        DEFERRED.with(|d| d.borrow_mut().push((work, function)));
-    }
-}
-
-/// Whether activations wait to be emitted.
-#[inline]
-pub(crate) fn has_deferred() -> bool {
-    DEFERRED.with(|d| !d.borrow().is_empty())
-}
-
-/// Emits the activations noted by [`defer_activate`]. Call with no lock held.
-#[inline]
-pub(crate) fn emit_deferred() {
-    if !has_deferred() {
-        return;
-    }
-    let noted = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
-    contain_quiet(|| {
-        for (work, function) in noted {
-            tracing::trace!(target: "cmwq", work, function, "workqueue_activate_work");
-        }
-    });
-}
-
-/// `workqueue_execute_start`.
+/// `workqueue_activate_work`, then `workqueue_execute_start`.
 #[inline]
 pub(crate) fn execute_start(work: usize, function: &'static str) {
+    tracing::trace!(target: "cmwq", work, function, "workqueue_activate_work");
     tracing::trace!(target: "cmwq", work, function, "workqueue_execute_start");
 }
 

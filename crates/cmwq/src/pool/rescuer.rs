@@ -146,7 +146,6 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     drop(g);
     set_worker_ctx(None);
     Deferred::release_all();
-    crate::observe::trace::emit_deferred();
     requeue
 }
 

@@ -192,11 +192,8 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
                 }
             }
             g.worker_set_flags(id, flags::PREP);
-            if Deferred::any() || trace::has_deferred() {
-                MutexGuard::unlocked(&mut g, || {
-                    Deferred::release_all();
-                    trace::emit_deferred();
-                });
+            if Deferred::any() {
+                MutexGuard::unlocked(&mut g, Deferred::release_all);
             }
         }
         g.worker_enter_idle(id);
@@ -374,7 +371,6 @@ impl Deferred {
 fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc<WqShared>) {
     let key = work.key();
     contain(&wq.name, function, Site::Trace, || {
-        trace::emit_deferred();
         trace::execute_start(key, function);
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(Current { work, wq }));

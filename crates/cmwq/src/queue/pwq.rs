@@ -149,7 +149,6 @@ impl PoolLocked {
         };
         pwq.nr_active += 1;
         entry.work.data().clear_inactive();
-        crate::observe::trace::defer_activate(entry.work.key(), entry.function);
         self.worklist.push_back(entry);
         true
     }

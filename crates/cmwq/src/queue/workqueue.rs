@@ -442,8 +442,6 @@ impl WqShared {
                 g.activate_inactive(pwq.slot);
             }
         }
-        drop(l);
-        crate::observe::trace::emit_deferred();
         Ok(())
     }
 
@@ -540,6 +538,8 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
             }
         }
     }
+    // Before the item can be seen (and run) by a worker, with no lock held.
+    crate::observe::trace::queue_work(work.key(), function, &wq.name, cpu, pwq.pool.cpu);
     let mut g = pwq.pool.locked.lock();
     // Again under the pool lock: destroy and drain prove a queue quiescent by scanning its
     // pwqs under their locks after setting their state bit, so an insert they did not see
@@ -568,7 +568,6 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
     if kick == pool::Kick::CreateFirstWorker {
         pool::manage::create_first_worker(&pwq.pool);
     }
-    crate::observe::trace::queue_work(work.key(), function, &wq.name, cpu, pwq.pool.cpu, active);
     Ok(())
 }
 

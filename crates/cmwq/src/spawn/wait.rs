@@ -21,7 +21,6 @@ use std::task::{Context, Poll};
 use crate::os::sync::Completion;
 use crate::pool::worker;
 use crate::queue::flush::register_flush_work;
-use crate::queue::workqueue::insert_owned;
 use crate::spawn::handle::WorkHandle;
 use crate::{DelayedWork, Work, Workqueue};
 
@@ -146,11 +145,7 @@ impl DelayedWork {
     /// once), then the future waits for that run as [`Work::flush_async`] does. Ready with
     /// whether it waited for (or fired) an instance.
     pub fn flush_async(&self) -> WorkWait {
-        let fired = match self.timer().del_timer_take() {
-            // We own PENDING now. A refusal (destroyed queue) releases it.
-            Some(target) => insert_owned(&target.wq, target.cpu, self.work()).is_ok(),
-            None => false,
-        };
+        let fired = self.fire_now();
         let mut wait = self.work().flush_async();
         wait.output |= fired;
         wait

@@ -449,6 +449,10 @@ impl<H: Timers> Service for TimerService<H> {
             H::disarmed(&item, armed.target);
             drop(entry);
         }
+        // A firing that popped one of this tag's entries before the scan holds `firing` until
+        // it has handed the item on (or its target refused it and released `PENDING`): wait
+        // for it, so that nothing of this tag is still owned by the timer when we return.
+        drop(self.firing.lock());
     }
 }
 

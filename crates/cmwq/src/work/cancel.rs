@@ -47,7 +47,6 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
                     for w in waiters.into_iter().flatten() {
                         w.complete();
                     }
-                    crate::observe::trace::emit_deferred();
                     return (Grabbed::Pending, pool_id, 0);
                 }
             }

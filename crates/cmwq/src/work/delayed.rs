@@ -157,13 +157,19 @@ impl DelayedWork {
     /// it was armed), then waits for the item like [`Work::flush`]. Returns `false` if the item
     /// was idle.
     pub fn flush(&self) -> bool {
-        let fired = match TIMERS.del_timer(self.timer()) {
+        let fired = self.fire_now();
+        // `|` not `||`: wait for the run even if we fired it (it may have finished already).
+        self.work.flush() | fired
+    }
+
+    /// Fires a pending timer now (queues the item on the workqueue and CPU recorded when it
+    /// was armed); returns whether it did. The first step of `flush` and `flush_async`.
+    pub(crate) fn fire_now(&self) -> bool {
+        match TIMERS.del_timer(self.timer()) {
             // We own PENDING now. A refusal (destroyed queue) releases it.
             Some(target) => insert_owned(&target.wq, target.cpu, &self.work).is_ok(),
             None => false,
-        };
-        // `|` not `||`: wait for the run even if we fired it (it may have finished already).
-        self.work.flush() | fired
+        }
     }
 
     /// Stops a pending timer or takes the queued item off its queue; does not wait for a
