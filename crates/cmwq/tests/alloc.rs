@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
-use common::{with_deadline, Blocker};
+use common::{unique, with_deadline, Blocker};
 
 thread_local! {
     static MEASURING: Cell<bool> = const { Cell::new(false) };
@@ -199,4 +199,28 @@ fn pending_paths_allocate_nothing_bound() {
 #[test]
 fn pending_paths_allocate_nothing_unbound() {
     pending_paths_allocate_nothing(Workqueue::new("alloc-pu", WqFlags::UNBOUND, 1).unwrap());
+}
+
+/// `spawn` makes one allocation on the calling thread (the item, closure and result slot in
+/// one `Arc`), queueing and `join` none, in steady state.
+#[test]
+fn spawn_allocates_once() {
+    let wq = Workqueue::new(&unique("spawn-alloc"), WqFlags::UNBOUND, 0).unwrap();
+    let payload = [7u64; 4];
+    // Warm up: workers, thread handles, lazily made structures.
+    for _ in 0..50 {
+        let h = wq.spawn(move || payload.iter().sum::<u64>());
+        common::wait_for("warm-up", || h.is_finished());
+        assert_eq!(h.join().unwrap(), 28);
+    }
+    let mut best = u64::MAX;
+    for _ in 0..20 {
+        let (h, n) = allocations_in(|| wq.spawn(move || payload.iter().sum::<u64>()));
+        common::wait_for("finished", || h.is_finished());
+        let (r, j) = allocations_in(|| h.join());
+        assert_eq!(r.unwrap(), 28);
+        assert_eq!(j, 0, "join of a finished item allocates nothing");
+        best = best.min(n);
+    }
+    assert_eq!(best, 1, "one allocation per spawn in steady state");
 }

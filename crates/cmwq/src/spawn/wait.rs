@@ -203,24 +203,22 @@ impl Workqueue {
     /// From one of this queue's own items it logs a warning and is ready at once, as
     /// [`flush`](Self::flush) does.
     pub fn flush_async(&self) -> WorkqueueWait {
-        let shared = self.shared().clone();
-        if shared.is_current() {
-            tracing::warn!(target: "cmwq", workqueue = %self.name(), "{}", crate::Error::SelfFlush);
-            return WorkqueueWait {
-                handle: helper_wq().spawn(|| {}),
-            };
-        }
-        WorkqueueWait {
-            handle: helper_wq().spawn(move || {
-                let _ = crate::queue::flush::flush_shared(&shared);
-            }),
-        }
+        self.wait_on_helper(crate::queue::flush::flush_shared)
     }
 
     /// [`drain`](Self::drain) as a future: ready once the queue is empty, chained requeues
     /// included; outside queueing is refused from the call's helper start until then. Runs
     /// on the helper queue as [`flush_async`](Self::flush_async) does.
     pub fn drain_async(&self) -> WorkqueueWait {
+        self.wait_on_helper(crate::queue::flush::drain_shared)
+    }
+
+    /// Runs the blocking `wait` of this queue on the helper queue; from one of this queue's
+    /// own items, warns and is ready at once (the wait would wait for itself).
+    fn wait_on_helper(
+        &self,
+        wait: fn(&crate::queue::workqueue::WqShared) -> Result<(), crate::Error>,
+    ) -> WorkqueueWait {
         let shared = self.shared().clone();
         if shared.is_current() {
             tracing::warn!(target: "cmwq", workqueue = %self.name(), "{}", crate::Error::SelfFlush);
@@ -230,7 +228,7 @@ impl Workqueue {
         }
         WorkqueueWait {
             handle: helper_wq().spawn(move || {
-                let _ = crate::queue::flush::drain_shared(&shared);
+                let _ = wait(&shared);
             }),
         }
     }
