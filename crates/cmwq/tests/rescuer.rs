@@ -132,10 +132,18 @@ fn child() {
     // The counters: every item of the reclaim queues was run by a rescuer, after at least
     // one mayday per pool; the plain queue had none.
     let (r, ru, p) = (reclaim.stats(), reclaim_unbound.stats(), plain.stats());
-    assert_eq!((r.rescued, r.total, r.completed), (N as u64, N as u64, N as u64), "{r:?}");
+    assert_eq!(
+        (r.rescued, r.total, r.completed),
+        (N as u64, N as u64, N as u64),
+        "{r:?}"
+    );
     assert_eq!(ru.rescued, N as u64, "{ru:?}");
     assert!(r.mayday >= 1 && ru.mayday >= 1, "{r:?} {ru:?}");
-    assert_eq!((p.mayday, p.rescued, p.total, p.pending), (0, 0, 0, N), "{p:?}");
+    assert_eq!(
+        (p.mayday, p.rescued, p.total, p.pending),
+        (0, 0, 0, N),
+        "{p:?}"
+    );
 
     // More rescued work while creation still fails (a second mayday round).
     let late = counting(&a, &a_names);
