@@ -100,7 +100,7 @@ pub(crate) fn register_flush_work(
                 State::Queued { slot, inactive, .. } if !running_only => {
                     let p = g.pwq(slot);
                     target_flags = p.wq.flags;
-                    let (max_active, name) = (p.max_active, p.wq.name.clone());
+                    let max_active = p.max_active;
                     // The caller holds the only active slot of the pwq this item waits on.
                     let blocked_by_me = inactive
                         && max_active <= 1
@@ -111,7 +111,9 @@ pub(crate) fn register_flush_work(
                                     .is_some_and(|w| w.current.is_some_and(|(_, s)| s == slot))
                         });
                     if blocked_by_me {
-                        return Err(Error::FlushDependency { workqueue: name });
+                        return Err(Error::FlushDependency {
+                            workqueue: g.pwq(slot).wq.name.clone(),
+                        });
                     }
                     g.flush_waiters.entry(key).or_default().push(done.clone());
                 }
