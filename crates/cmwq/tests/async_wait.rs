@@ -9,36 +9,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use cmwq::{DelayedWork, Work, Workqueue, WqFlags};
-use common::{unique, wait_for, with_deadline, Blocker, Counter, DEADLINE, SETTLE};
-
-struct ThreadWaker {
-    thread: Thread,
-    wakes: AtomicUsize,
-}
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn thread_waker() -> (Arc<ThreadWaker>, Waker) {
-    let w = Arc::new(ThreadWaker {
-        thread: std::thread::current(),
-        wakes: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
-}
+use common::{
+    thread_waker, unique, wait_for, with_deadline, Blocker, Counter, ThreadWaker, DEADLINE, SETTLE,
+};
 
 /// Polls once with a fresh counting waker.
 fn poll_once<F: Future + Unpin>(fut: &mut F) -> (Poll<F::Output>, Arc<ThreadWaker>) {

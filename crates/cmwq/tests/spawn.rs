@@ -5,14 +5,15 @@ mod common;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use cmwq::{Error, JoinError, WorkHandle, Workqueue, WqFlags};
-use common::{open_on_drop, unique, wait_for, with_deadline, Latch, DEADLINE, SETTLE};
+use common::{
+    open_on_drop, thread_waker, unique, wait_for, with_deadline, Latch, DEADLINE, SETTLE,
+};
 
 /// Joins with a deadline: waits for `is_finished` first, so a bug fails instead of hanging.
 #[track_caller]
@@ -28,31 +29,6 @@ impl Drop for DropFlag {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
     }
-}
-
-/// A waker that unparks the polling thread and counts its wake-ups.
-struct ThreadWaker {
-    thread: Thread,
-    wakes: AtomicUsize,
-}
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn thread_waker() -> (Arc<ThreadWaker>, Waker) {
-    let w = Arc::new(ThreadWaker {
-        thread: std::thread::current(),
-        wakes: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
 }
 
 /// The executor: polls `fut` on this thread, parking between polls, until it is ready or

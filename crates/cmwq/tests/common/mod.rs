@@ -466,3 +466,30 @@ pub fn spinners(n: usize, hinted: bool) -> Spinners {
         gave_up,
     }
 }
+
+/// A waker that unparks the polling thread and counts its wake-ups (for the tests' tiny
+/// executors: no runtime dependency).
+pub struct ThreadWaker {
+    pub thread: std::thread::Thread,
+    pub wakes: AtomicUsize,
+}
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+/// A [`ThreadWaker`] for the calling thread, and the `Waker` made from it.
+pub fn thread_waker() -> (Arc<ThreadWaker>, std::task::Waker) {
+    let w = Arc::new(ThreadWaker {
+        thread: std::thread::current(),
+        wakes: AtomicUsize::new(0),
+    });
+    (w.clone(), std::task::Waker::from(w))
+}
