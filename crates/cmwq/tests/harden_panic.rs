@@ -61,21 +61,25 @@ impl Drop for PanicOnDrop {
     }
 }
 
-/// A fire-and-forget item whose closure owns a `PanicOnDrop`: the worker drops the last
-/// reference after the run.
-fn item_with_bomb(marker: &'static str) -> (Work, Arc<Latch>, Arc<Latch>) {
+/// A fire-and-forget item whose closure owns a `PanicOnDrop`. Its run waits for the returned
+/// `go` latch: the test drops its handle, then opens `go`, so the worker surely holds the last
+/// reference when the run ends (a handle dropped after the run could be the last one, and
+/// the bomb would go off on the test's thread).
+fn item_with_bomb(marker: &'static str) -> (Work, Arc<Latch>, Arc<Latch>, Arc<Latch>) {
     let dropped = Arc::new(Latch::new());
     let ran = Arc::new(Latch::new());
+    let go = Arc::new(Latch::new());
     let bomb = PanicOnDrop {
         marker,
         dropped: dropped.clone(),
     };
-    let r = ran.clone();
+    let (r, g) = (ran.clone(), go.clone());
     let item = Work::new(move |_| {
         let _captured = &bomb;
+        g.wait_blocking();
         r.open();
     });
-    (item, ran, dropped)
+    (item, go, ran, dropped)
 }
 
 #[test]
@@ -86,9 +90,10 @@ fn panicking_drop_of_a_captured_value_leaves_the_per_cpu_pool_working() {
             install_recording_hook();
             let cpu = online_cpus()[0];
             let wq = Workqueue::new(&unique("hp-drop"), WqFlags::empty(), 0).unwrap();
-            let (item, ran, dropped) = item_with_bomb("drop-bomb-percpu");
+            let (item, go, ran, dropped) = item_with_bomb("drop-bomb-percpu");
             assert!(wq.queue_on(cpu, &item).unwrap());
             drop(item); // the worker holds the last reference
+            go.open();
             assert!(ran.wait_timeout(PROMPT), "the item did not run");
             assert!(dropped.wait_timeout(PROMPT), "the item was not dropped");
             let mut failures = pool_alive_failures(
@@ -115,9 +120,10 @@ fn panicking_drop_of_a_captured_value_leaves_an_ordered_queue_working() {
         || {
             install_recording_hook();
             let wq = Workqueue::ordered(&unique("hp-drop-ord"), WqFlags::empty()).unwrap();
-            let (item, ran, dropped) = item_with_bomb("drop-bomb-ordered");
+            let (item, go, ran, dropped) = item_with_bomb("drop-bomb-ordered");
             assert!(wq.queue(&item));
             drop(item);
+            go.open();
             assert!(ran.wait_timeout(PROMPT), "the item did not run");
             assert!(dropped.wait_timeout(PROMPT), "the item was not dropped");
             let mut failures = pool_alive_failures(
@@ -338,9 +344,10 @@ fn repeated_panicking_drops_leave_the_per_cpu_pool_working() {
             let wq = Workqueue::new(&unique("hp-drops"), WqFlags::empty(), 0).unwrap();
             for cpu in online_cpus() {
                 for round in 0..5 {
-                    let (item, ran, dropped) = item_with_bomb("drop-bomb-repeat");
+                    let (item, go, ran, dropped) = item_with_bomb("drop-bomb-repeat");
                     assert!(wq.queue_on(cpu, &item).unwrap());
                     drop(item);
+                    go.open();
                     let ok = ran.wait_timeout(PROMPT) && dropped.wait_timeout(PROMPT);
                     assert!(
                         ok,
