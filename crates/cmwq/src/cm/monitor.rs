@@ -7,11 +7,12 @@
 //! times that while pools are busy but steady, and while every pool is idle it parks until a
 //! worker starts processing (or the next reaping period).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::cm::sample::{sample_pool, PoolSample};
 use crate::config::config;
@@ -68,8 +69,8 @@ fn run() {
     // (kept at the default nice if the process may not raise priority).
     let _ = crate::os::topology::set_current_nice(crate::pool::HIGHPRI_NICE);
     let cfg = config();
-    let mut samples: HashMap<u64, PoolSample> = HashMap::new();
-    let mut watches: HashMap<u64, crate::observe::watchdog::Watch> = HashMap::new();
+    let mut samples: FxHashMap<u64, PoolSample> = FxHashMap::default();
+    let mut watches: FxHashMap<u64, crate::observe::watchdog::Watch> = FxHashMap::default();
     let mut last_reap = Instant::now();
     let mut steady_rounds = 0u32;
     loop {
@@ -78,9 +79,9 @@ fn run() {
         let mut changed = false;
         for p in &pools {
             let s = samples.entry(p.serial).or_default();
-            let before = p.locked.lock().cm_target;
-            busy |= sample_pool(p, s);
-            changed |= p.locked.lock().cm_target != before;
+            let sampled = sample_pool(p, s);
+            busy |= sampled.busy;
+            changed |= sampled.changed;
             manage::retry_creation(p);
             rescuer::check_mayday(p);
             let watch = watches.entry(p.serial).or_default();

@@ -26,9 +26,10 @@
 //! it started or last slept is marked CPU-intensive (it leaves `nr_running` until it ends), as
 //! in kernels since 6.5.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::config::config;
 use crate::os::topology;
@@ -71,7 +72,7 @@ struct Reading {
 #[derive(Default)]
 pub(crate) struct PoolSample {
     at: Option<Instant>,
-    workers: HashMap<usize, WorkerSample>,
+    workers: FxHashMap<usize, WorkerSample>,
     /// Moving average of the managed workers' CPU use, in thousandths of one CPU.
     util_ewma: u64,
     /// Where the next window of `/proc` reads starts among the candidates.
@@ -187,10 +188,17 @@ pub(crate) fn next_enough(current: usize, measured: Option<usize>, starved: Dura
     }
 }
 
-/// Samples one per-CPU pool: CPU use, CPU-hog detection and the concurrency target. Returns
-/// whether the pool was busy (some worker busy or work waiting), which keeps the monitor
-/// sampling fast.
-pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
+/// What one sample found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sampled {
+    /// Some worker busy or work waiting: keeps the monitor sampling fast.
+    pub(crate) busy: bool,
+    /// The concurrency target moved.
+    pub(crate) changed: bool,
+}
+
+/// Samples one pool: CPU use, CPU-hog detection and (per-CPU pools) the concurrency target.
+pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> Sampled {
     let cfg = config();
     let now = Instant::now();
     // The workers whose CPU clock is read: every busy one, and every one that ran something
@@ -204,6 +212,13 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     let mut unread = Vec::new();
     let (waiting, c) = {
         let g = pool.locked.lock();
+        // Forget the workers that are gone.
+        s.workers.retain(|&id, p| {
+            g.workers
+                .get(id)
+                .and_then(Option::as_ref)
+                .is_some_and(|w| w.tid == p.tid)
+        });
         for (id, w) in g.workers.iter().enumerate() {
             let Some(w) = w else { continue };
             if w.die || w.rescuer {
@@ -218,26 +233,32 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
                 unread.push((id, w.epoch, w.tid));
                 continue;
             }
-            // The thread is alive while its slot exists and we hold the pool lock.
-            if let Some(cpu) = w.pthread.and_then(topology::thread_cpu_time) {
-                read.push(Reading {
-                    id,
-                    epoch: w.epoch,
-                    tid: w.tid,
-                    cpu,
-                    busy,
-                    counted: busy && w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake,
-                    managed: busy && w.flags & flags::NOT_RUNNING == 0,
-                    intensive: w.flags & flags::CPU_INTENSIVE != 0,
-                    item: w.current.and_then(|(_, slot)| {
-                        let wq = g.pwqs.get(slot as usize)?.as_ref()?.wq.id;
-                        Some((slot, wq))
-                    }),
-                });
-            }
+            read.push(Reading {
+                id,
+                epoch: w.epoch,
+                tid: w.tid,
+                cpu: Duration::ZERO,
+                busy,
+                counted: busy && w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake,
+                managed: busy && w.flags & flags::NOT_RUNNING == 0,
+                intensive: w.flags & flags::CPU_INTENSIVE != 0,
+                item: w.current.and_then(|(_, slot)| {
+                    let wq = g.pwqs.get(slot as usize)?.as_ref()?.wq.id;
+                    Some((slot, wq))
+                }),
+            });
         }
         (!g.worklist.is_empty(), g.counters())
     };
+    // The CPU clocks are read with the pool lock released (a system call each). A worker
+    // that exited meanwhile has no clock any more and is left out.
+    read.retain_mut(|r| match topology::thread_cpu_time(r.tid) {
+        Some(cpu) => {
+            r.cpu = cpu;
+            true
+        }
+        None => false,
+    });
     let elapsed = s.at.map(|t| now - t);
     s.at = Some(now);
 
@@ -312,22 +333,14 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
             },
         );
     }
-    {
-        // Forget the workers that are gone.
-        let g = pool.locked.lock();
-        s.workers.retain(|&id, p| {
-            g.workers
-                .get(id)
-                .and_then(Option::as_ref)
-                .is_some_and(|w| w.tid == p.tid)
-        });
-    }
-
     let nr_busy = read.iter().filter(|r| r.busy).count();
     let busy = waiting || nr_busy > 0 || c.target > 1;
     let counted_total = read.iter().filter(|r| r.counted).count();
     let Some(el) = elapsed.filter(|e| !e.is_zero()) else {
-        return busy;
+        return Sampled {
+            busy,
+            changed: false,
+        };
     };
     let used_permille = (used.as_nanos() * 1000 / el.as_nanos()) as u64;
     // The first measured interval of a burst includes its start-up (CPUs partly idle while
@@ -386,7 +399,10 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
         credit_cpu_time(&mut g, &credits);
         drop(g);
         report_hogs(marked);
-        return busy;
+        return Sampled {
+            busy,
+            changed: false,
+        };
     }
     let new_target = if cfg.detect_blocking {
         next_target(Observation {
@@ -407,11 +423,12 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> bool {
     g.cm_enough = next_enough(g.cm_enough, enough, starved);
     let marked = mark_hogs(&mut g, &hogs);
     credit_cpu_time(&mut g, &credits);
+    let changed = g.cm_target != new_target.max(1);
     g.cm_target = new_target.max(1);
     let _ = kick_pool(&mut g);
     drop(g);
     report_hogs(marked);
-    busy
+    Sampled { busy, changed }
 }
 
 /// Adds sampled CPU time to the pwqs that were running (skipping one a destroy released).

@@ -52,6 +52,13 @@ pub(crate) fn queue_work(
 }
 
 /// `workqueue_activate_work`, then `workqueue_execute_start`.
+/// Whether a subscriber may want the execution events or the span (TRACE events, an INFO
+/// span): one cached check per item when nobody listens.
+#[inline]
+pub(crate) fn enabled() -> bool {
+    tracing::enabled!(target: "cmwq", tracing::Level::INFO)
+}
+
 #[inline]
 pub(crate) fn execute_start(work: usize, function: &'static str) {
     tracing::trace!(target: "cmwq", work, function, "workqueue_activate_work");

@@ -115,29 +115,35 @@ pub(crate) fn set_current_nice(nice: i32) -> std::io::Result<()> {
     }
 }
 
-/// CPU time used so far by thread `thread` (its POSIX CPU clock).
-///
-/// The caller must know the thread has not been joined (for workers: it holds the pool lock
-/// while the worker's slot exists, and the slot goes before the thread ends).
-pub(crate) fn thread_cpu_time(thread: libc::pthread_t) -> Option<std::time::Duration> {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: `thread` names a live, unjoined thread (caller's guarantee above); `clock` is a
-    // valid out-pointer.
-    if unsafe { libc::pthread_getcpuclockid(thread, &mut clock) } != 0 {
+/// CPU time used so far by thread `tid` of this process (its POSIX CPU clock, the clock id
+/// `pthread_getcpuclockid` makes from the thread id), or `None` if no thread of this process
+/// has that id any more. Needs no lock: a thread that has exited gives `EINVAL`, and a thread
+/// id names threads of the calling process only (the kernel refuses per-thread clocks of
+/// other processes), so at worst a reused id reads another thread of ours.
+pub(crate) fn thread_cpu_time(tid: i32) -> Option<std::time::Duration> {
+    if !(1..1 << 22).contains(&tid) {
+        // Not a thread id (Linux's PID_MAX_LIMIT is 2^22; 0 would name the calling thread's
+        // own clock, and ids from 2^28 would not encode as a CPU clock id).
         return None;
     }
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `clock` was just obtained for a live thread; `ts` is a valid out-pointer.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+    // SAFETY: clock_gettime has no memory preconditions beyond a valid out-pointer.
+    if unsafe { libc::clock_gettime(thread_clock_id(tid), &mut ts) } != 0 {
         return None;
     }
     Some(std::time::Duration::new(
         ts.tv_sec as u64,
         ts.tv_nsec as u32,
     ))
+}
+
+/// Linux's clock id for thread `tid`'s scheduler CPU clock: the id, complemented, shifted by
+/// three, with the per-thread bit (4) and `CPUCLOCK_SCHED` (2).
+fn thread_clock_id(tid: i32) -> libc::clockid_t {
+    ((!(tid as u32) << 3) | 6) as libc::clockid_t
 }
 
 /// The scheduler state letter of thread `tid` of this process (`R` running or runnable, `S`
@@ -189,8 +195,7 @@ mod tests {
     #[test]
     fn own_thread_is_running_and_has_cpu_time() {
         assert_eq!(task_state(gettid()), Some(b'R'));
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
+        let me = gettid();
         let t0 = thread_cpu_time(me).expect("cpu clock");
         let mut x = 0u64;
         for i in 0..2_000_000u64 {
@@ -198,6 +203,21 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(thread_cpu_time(me).expect("cpu clock") > t0);
+    }
+
+    #[test]
+    fn thread_clock_id_is_the_one_pthread_makes() {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: our own live thread; `clock` is a valid out-pointer.
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        assert_eq!(rc, 0);
+        assert_eq!(thread_clock_id(gettid()), clock);
+        // No thread has these ids.
+        assert_eq!(thread_cpu_time(0), None);
+        assert_eq!(thread_cpu_time(i32::MAX), None);
+        // A thread that has exited has no clock any more.
+        let gone = std::thread::spawn(gettid).join().expect("thread");
+        assert_eq!(thread_cpu_time(gone), None);
     }
 
     #[test]

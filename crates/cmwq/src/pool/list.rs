@@ -56,6 +56,13 @@ impl ItemList {
     /// Takes the oldest entry.
     #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Entry> {
+        if self.live == self.q.len() {
+            // No holes (the common case): nothing to skip or trim.
+            let entry = self.q.pop_front()??;
+            self.head += 1;
+            self.live -= 1;
+            return Some(entry);
+        }
         while let Some(front) = self.q.pop_front() {
             self.head += 1;
             if let Some(entry) = front {

@@ -40,7 +40,6 @@ pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>, name: String) -> WorkerSlot
         idle: false,
         sleep: Sleep::Awake,
         epoch: 0,
-        pthread: None,
         rescuer: false,
         scheduled: Default::default(),
         current: None,

@@ -127,13 +127,14 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     let mut requeue = false;
     // One walk over the worklist: items before the cursor are not this queue's.
     let mut cursor = 0;
+    let mut deferred = Deferred::default();
     while need_to_create_worker(g.counters()) {
         let Some(entry) = g.worklist.take_next(&mut cursor, |e| e.slot == slot) else {
             break;
         };
         g.pwq(slot).nr_rescued += 1;
         if assign_work(&mut g, id, entry) {
-            process_scheduled(pool, &mut g, id);
+            process_scheduled(pool, &mut g, id, &mut deferred);
         }
         done += 1;
         if done % batch == 0 && !shared.state.lock().maydays.is_empty() {
@@ -145,7 +146,7 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     g.workers[id] = None;
     drop(g);
     set_worker_ctx(None);
-    Deferred::release_all();
+    deferred.release();
     requeue
 }
 

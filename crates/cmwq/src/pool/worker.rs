@@ -1,6 +1,7 @@
 //! Worker threads: creation by the manager, the main loop, and running one item.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::ptr;
 use std::sync::Arc;
 
 use parking_lot::{Condvar, MutexGuard};
@@ -33,7 +34,20 @@ struct Current {
 
 thread_local! {
     static WORKER: RefCell<Option<WorkerCtx>> = const { RefCell::new(None) };
-    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+    /// The item being run by this thread: points into [`run_work`]'s frame while it calls
+    /// the function, null otherwise (see [`with_current`]).
+    static CURRENT: Cell<*const Current> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f` with the item the calling thread runs, if any.
+fn with_current<R>(f: impl FnOnce(Option<&Current>) -> R) -> R {
+    let p = CURRENT.with(Cell::get);
+    // SAFETY: `CURRENT` is non-null only while `run_work`, on this thread, is inside the call
+    // that runs the function: it points to a `Current` owned by that frame, which is neither
+    // moved nor mutated until the pointer has been reset (by a guard, also on unwind). Only
+    // shared references are made from it, and none outlives `f`, which runs on this thread
+    // during that call (user code or engine code called by it).
+    f(unsafe { p.as_ref() })
 }
 
 /// Runs `f` with the calling worker's context, if the caller is a worker.
@@ -43,27 +57,27 @@ pub(crate) fn with_worker<R>(f: impl FnOnce(&WorkerCtx) -> R) -> Option<R> {
 
 /// The item the calling worker thread is executing, if any (the kernel's `current_work()`).
 pub fn current_work() -> Option<Work> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.work.clone()))
+    with_current(|c| c.map(|c| c.work.clone()))
 }
 
 /// Id of the workqueue whose item the calling thread executes.
 pub(crate) fn current_wq_id() -> Option<u64> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.wq.id))
+    with_current(|c| c.map(|c| c.wq.id))
 }
 
 /// Flags of the workqueue whose item the calling thread executes.
 pub(crate) fn current_wq_flags() -> Option<WqFlags> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.wq.flags))
+    with_current(|c| c.map(|c| c.wq.flags))
 }
 
 /// Name of the workqueue whose item the calling thread executes.
 pub(crate) fn current_wq_name() -> Option<String> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.wq.name.clone()))
+    with_current(|c| c.map(|c| c.wq.name.clone()))
 }
 
 /// Whether the calling thread is executing `work`.
 pub(crate) fn is_current(work: &Work) -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|c| c.work == *work))
+    with_current(|c| c.is_some_and(|c| c.work == *work))
 }
 
 /// Describes the worker thread the caller runs on.
@@ -158,8 +172,6 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
     let mut g = pool.locked.lock();
     if let Some(w) = g.workers[id].as_mut() {
         w.tid = topology::gettid();
-        // SAFETY: pthread_self has no preconditions.
-        w.pthread = Some(unsafe { libc::pthread_self() });
     }
     loop {
         // Sleep until woken (or told to die; `kill_worker` did the accounting).
@@ -180,20 +192,19 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
         if should_process(&pool, &mut g) {
             g.worker_clr_flags(id, flags::PREP);
             crate::cm::monitor::note_busy();
+            let mut deferred = Deferred::default();
             loop {
                 let Some(entry) = g.worklist.pop_front() else {
                     break;
                 };
-                if assign_work(&mut g, id, entry) {
-                    process_scheduled(&pool, &mut g, id);
-                }
+                run_entry(&pool, &mut g, id, entry, &mut deferred);
                 if !keep_working(g.counters()) {
                     break;
                 }
             }
             g.worker_set_flags(id, flags::PREP);
-            if Deferred::any() {
-                MutexGuard::unlocked(&mut g, Deferred::release_all);
+            if deferred.is_some() {
+                MutexGuard::unlocked(&mut g, || deferred.release());
             }
         }
         g.worker_enter_idle(id);
@@ -235,14 +246,37 @@ pub(crate) fn assign_work(g: &mut PoolLocked, id: usize, entry: Entry) -> bool {
     true
 }
 
+/// Takes `entry` from the worklist for worker `id`, whose scheduled list is empty, and runs
+/// it and whatever lands on that list meanwhile; or hands it to the worker already running
+/// the same item. The same as [`assign_work`] then [`process_scheduled`], without the trip
+/// through the list.
+pub(crate) fn run_entry(
+    pool: &Arc<WorkerPool>,
+    g: &mut MutexGuard<'_, PoolLocked>,
+    id: usize,
+    entry: Entry,
+    deferred: &mut Deferred,
+) {
+    debug_assert!(g.worker(id).scheduled.is_empty());
+    if let Some(&other) = g.busy.get(&entry.work.key()) {
+        if other != id {
+            g.worker(other).scheduled.push_back(entry);
+            return;
+        }
+    }
+    process_one_work(pool, g, id, entry, deferred);
+    process_scheduled(pool, g, id, deferred);
+}
+
 /// Runs `id`'s scheduled list to empty (it may grow meanwhile).
 pub(crate) fn process_scheduled(
     pool: &Arc<WorkerPool>,
     g: &mut MutexGuard<'_, PoolLocked>,
     id: usize,
+    deferred: &mut Deferred,
 ) {
     while let Some(entry) = g.worker(id).scheduled.pop_front() {
-        process_one_work(pool, g, id, entry);
+        process_one_work(pool, g, id, entry, deferred);
     }
 }
 
@@ -253,14 +287,15 @@ pub(crate) fn process_scheduled(
 /// captured) runs only with the pool lock dropped, inside [`contain`]. The engine's reference
 /// to the item is given up only after the item's bookkeeping is done (retired from its pwq,
 /// out of the busy map): if that reference is the last, its `Drop` runs right away with the
-/// lock dropped, before the item's flushers are released; otherwise it is kept on the
-/// worker's [`Deferred`] list and given up at the next moment the worker holds no item and
-/// no lock.
+/// lock dropped, before the item's flushers are released; otherwise it is kept in
+/// `deferred` and given up in the next moment the worker holds no lock: before the next item's
+/// function runs, or when the worker stops taking items.
 fn process_one_work(
     pool: &Arc<WorkerPool>,
     g: &mut MutexGuard<'_, PoolLocked>,
     id: usize,
     entry: Entry,
+    deferred: &mut Deferred,
 ) {
     let Entry {
         work,
@@ -294,7 +329,11 @@ fn process_one_work(
         }
     }
 
-    let (work, wq) = MutexGuard::unlocked(g, || run_work(work, wq, function));
+    let previous = deferred.take();
+    let (work, wq) = MutexGuard::unlocked(g, || {
+        previous.release();
+        run_work(work, wq, function)
+    });
 
     // Set by the queue's flag or by the monitor's CPU-hog detection; ends with the item.
     g.worker_clr_flags(id, flags::CPU_INTENSIVE);
@@ -313,56 +352,53 @@ fn process_one_work(
         // Our reference may be the last one, or somebody waits for this run to end (and may
         // then expect the engine to hold no reference): give it up now, unlocked.
         MutexGuard::unlocked(g, || {
-            release(work, &wq);
-            Deferred::release_all();
+            release(work, &wq, function);
             for c in waiters {
                 c.complete();
             }
         });
-    } else if Deferred::keep(work, wq) {
-        MutexGuard::unlocked(g, Deferred::release_all);
+    } else {
+        deferred.keep(work, wq, function);
     }
 }
 
-/// Gives up the engine's reference to an item of `wq`, containing a panic of its `Drop`.
-fn release(work: crate::Work, wq: &WqShared) {
-    let function = work.func_name();
+/// Gives up the engine's reference to an item of `wq` (whose function is `function`),
+/// containing a panic of its `Drop`.
+fn release(work: crate::Work, wq: &WqShared, function: &'static str) {
     contain(&wq.name, function, Site::Drop, move || drop(work));
 }
 
-/// Items whose last reference a worker still holds, given up once it holds no item and no lock
-/// (see [`process_one_work`]). Per thread: workers and rescuers.
-pub(crate) struct Deferred;
-
-/// Most references a worker keeps before it gives them up.
-const DEFERRED_MAX: usize = 32;
-
-thread_local! {
-    static DEFERRED: RefCell<Vec<(Work, Arc<WqShared>)>> = const { RefCell::new(Vec::new()) };
-}
+/// The reference to the last item a worker ran that may still be shared (see
+/// [`process_one_work`]): at most one, kept by the worker (or rescuer) loop and given up once
+/// it holds no lock. Dropping a `Deferred` that holds an item is a bug (its `Drop` would run
+/// wherever the value dies): call [`release`](Self::release).
+#[derive(Default)]
+#[must_use]
+pub(crate) struct Deferred(Option<(Work, Arc<WqShared>, &'static str)>);
 
 impl Deferred {
-    /// Keeps `work`; returns whether the list is full (the caller then calls
-    /// [`release_all`](Self::release_all) with the lock dropped).
-    fn keep(work: Work, wq: Arc<WqShared>) -> bool {
-        DEFERRED.with(|d| {
-            let mut d = d.borrow_mut();
-            d.push((work, wq));
-            d.len() >= DEFERRED_MAX
-        })
+    fn keep(&mut self, work: Work, wq: Arc<WqShared>, function: &'static str) {
+        debug_assert!(
+            self.0.is_none(),
+            "the previous item is given up before the next runs"
+        );
+        self.0 = Some((work, wq, function));
     }
 
-    /// Gives up every kept reference. Call with no engine lock held and no item held.
-    pub(crate) fn release_all() {
-        let kept = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
-        for (work, wq) in kept {
-            release(work, &wq);
+    fn take(&mut self) -> Deferred {
+        Deferred(self.0.take())
+    }
+
+    /// Whether an item is kept.
+    pub(crate) fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Gives up the kept reference, if any. Call with no engine lock held and no item held.
+    pub(crate) fn release(self) {
+        if let Some((work, wq, function)) = self.0 {
+            release(work, &wq, function);
         }
-    }
-
-    /// Whether references are kept.
-    pub(crate) fn any() -> bool {
-        DEFERRED.with(|d| !d.borrow().is_empty())
     }
 }
 
@@ -370,24 +406,38 @@ impl Deferred {
 /// contained and reported. Hands the item and its queue back for the bookkeeping.
 fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc<WqShared>) {
     let key = work.key();
-    contain(&wq.name, function, Site::Trace, || {
-        trace::execute_start(key, function);
-    });
-    CURRENT.with(|c| *c.borrow_mut() = Some(Current { work, wq }));
-    CURRENT.with(|c| {
-        let cur = c.borrow();
-        let cur = cur.as_ref().expect("current work set above");
-        contain(&cur.wq.name, function, Site::Run, || {
-            let span = trace::execution_span(&cur.wq.name, function);
-            let _entered = span.enter();
-            cur.work.run()
+    // Subscribers are user code: called inside `contain`, and only when one listens.
+    let traced = trace::enabled();
+    if traced {
+        contain(&wq.name, function, Site::Trace, || {
+            trace::execute_start(key, function);
         });
-    });
-    let Current { work, wq } = CURRENT
-        .with(|c| c.borrow_mut().take())
-        .expect("current work set above");
-    contain(&wq.name, function, Site::Trace, || {
-        trace::execute_end(key, function)
-    });
+    }
+    let cur = Current { work, wq };
+    {
+        /// Resets `CURRENT` to what it was, also if the call below unwinds.
+        struct Restore(*const Current);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(&cur)));
+        contain(&cur.wq.name, function, Site::Run, || {
+            if traced {
+                let span = trace::execution_span(&cur.wq.name, function);
+                let _entered = span.enter();
+                cur.work.run()
+            } else {
+                cur.work.run()
+            }
+        });
+    }
+    let Current { work, wq } = cur;
+    if traced {
+        contain(&wq.name, function, Site::Trace, || {
+            trace::execute_end(key, function)
+        });
+    }
     (work, wq)
 }

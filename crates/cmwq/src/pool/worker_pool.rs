@@ -72,8 +72,6 @@ pub(crate) struct WorkerSlot {
     /// Bumped when the worker starts an item or wakes from a sleep: the monitor's samples of a
     /// worker are comparable only within one epoch.
     pub(crate) epoch: u64,
-    /// The worker's pthread (for its CPU clock); valid while the slot exists.
-    pub(crate) pthread: Option<libc::pthread_t>,
     /// A rescuer attached to this pool (not counted in `nr_workers`).
     pub(crate) rescuer: bool,
     /// Items this worker runs next (re-queued instances of what it runs: non-reentrancy).
