@@ -193,19 +193,24 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
             g.worker_clr_flags(id, flags::PREP);
             crate::cm::monitor::note_busy();
             let mut deferred = Deferred::default();
+            let mut first = true;
             loop {
-                let Some(entry) = g.worklist.pop_front() else {
-                    break;
-                };
-                run_entry(&pool, &mut g, id, entry, &mut deferred);
-                if !keep_working(g.counters()) {
+                if first || keep_working(g.counters()) {
+                    first = false;
+                    if let Some(entry) = g.worklist.pop_front() {
+                        run_entry(&pool, &mut g, id, entry, &mut deferred);
+                        continue;
+                    }
+                }
+                if !deferred.is_some() {
                     break;
                 }
+                // Unlocked, so work may arrive meanwhile, queued by someone who saw this
+                // worker running and woke nobody: look again before going idle.
+                let kept = deferred.take();
+                MutexGuard::unlocked(&mut g, || kept.release());
             }
             g.worker_set_flags(id, flags::PREP);
-            if deferred.is_some() {
-                MutexGuard::unlocked(&mut g, || deferred.release());
-            }
         }
         g.worker_enter_idle(id);
         g.debug_check();
@@ -385,7 +390,7 @@ impl Deferred {
         self.0 = Some((work, wq, function));
     }
 
-    fn take(&mut self) -> Deferred {
+    pub(crate) fn take(&mut self) -> Deferred {
         Deferred(self.0.take())
     }
 

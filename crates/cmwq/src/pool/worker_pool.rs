@@ -408,6 +408,17 @@ impl PoolLocked {
         {
             bad.push("an inactive item waits below max_active");
         }
+        // No lost wake-up: while work waits that needs a worker, an idle worker has been told
+        // to wake (checked as a worker goes idle: it must not sleep on such work).
+        if need_more_worker(self.counters())
+            && !self.idle.is_empty()
+            && !self
+                .idle
+                .iter()
+                .any(|&id| self.workers[id].as_ref().is_some_and(|w| w.wake))
+        {
+            bad.push("a worker went idle while work waits and no idle worker was woken");
+        }
         if !bad.is_empty() {
             VIOLATIONS.fetch_add(bad.len(), std::sync::atomic::Ordering::Relaxed);
             let _ = std::io::Write::write_fmt(
