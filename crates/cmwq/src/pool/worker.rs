@@ -202,13 +202,12 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
                         continue;
                     }
                 }
-                if !deferred.is_some() {
+                if deferred.is_empty() {
                     break;
                 }
                 // Unlocked, so work may arrive meanwhile, queued by someone who saw this
                 // worker running and woke nobody: look again before going idle.
-                let kept = deferred.take();
-                MutexGuard::unlocked(&mut g, || kept.release());
+                MutexGuard::unlocked(&mut g, || deferred.release());
             }
             g.worker_set_flags(id, flags::PREP);
         }
@@ -292,9 +291,9 @@ pub(crate) fn process_scheduled(
 /// captured) runs only with the pool lock dropped, inside [`contain`]. The engine's reference
 /// to the item is given up only after the item's bookkeeping is done (retired from its pwq,
 /// out of the busy map): if that reference is the last, its `Drop` runs right away with the
-/// lock dropped, before the item's flushers are released; otherwise it is kept in
-/// `deferred` and given up in the next moment the worker holds no lock: before the next item's
-/// function runs, or when the worker stops taking items.
+/// lock dropped, before the item's flushers are released, if somebody waits on this run;
+/// otherwise it is kept in `deferred` and given up with the others kept there, unlocked and
+/// with no item held, once [`DEFERRED_MAX`] are kept or when the worker stops taking items.
 fn process_one_work(
     pool: &Arc<WorkerPool>,
     g: &mut MutexGuard<'_, PoolLocked>,
@@ -334,11 +333,7 @@ fn process_one_work(
         }
     }
 
-    let previous = deferred.take();
-    let (work, wq) = MutexGuard::unlocked(g, || {
-        previous.release();
-        run_work(work, wq, function)
-    });
+    let (work, wq) = MutexGuard::unlocked(g, || run_work(work, wq, function));
 
     // Set by the queue's flag or by the monitor's CPU-hog detection; ends with the item.
     g.worker_clr_flags(id, flags::CPU_INTENSIVE);
@@ -353,17 +348,18 @@ fn process_one_work(
     g.pwq(slot).nr_completed += 1;
     g.dec_nr_in_flight(slot, color, true);
 
-    if work.is_unique() || !waiters.is_empty() {
-        // Our reference may be the last one, or somebody waits for this run to end (and may
-        // then expect the engine to hold no reference): give it up now, unlocked.
+    if !waiters.is_empty() {
+        // Somebody waits for this run to end (and may then expect the engine to hold no
+        // reference): give it up now, unlocked, with the kept ones.
         MutexGuard::unlocked(g, || {
             release(work, &wq, function);
+            deferred.release();
             for c in waiters {
                 c.complete();
             }
         });
-    } else {
-        deferred.keep(work, wq, function);
+    } else if deferred.keep(work, wq, function) {
+        MutexGuard::unlocked(g, || deferred.release());
     }
 }
 
@@ -373,37 +369,44 @@ fn release(work: crate::Work, wq: &WqShared, function: &'static str) {
     contain(&wq.name, function, Site::Drop, move || drop(work));
 }
 
-/// The reference to the last item a worker ran that may still be shared (see
-/// [`process_one_work`]): at most one, kept by the worker (or rescuer) loop and given up once
-/// it holds no lock. Dropping a `Deferred` that holds an item is a bug (its `Drop` would run
-/// wherever the value dies): call [`release`](Self::release).
+/// References to items a worker has run, kept by the worker (or rescuer) loop until it holds
+/// no lock and no item (see [`process_one_work`]): giving one up may run the item's `Drop`,
+/// which is user code and may wait for anything, the engine's items included. Dropping a
+/// `Deferred` that holds items is a bug (their `Drop` would run wherever it dies): call
+/// [`release`](Self::release).
 #[derive(Default)]
-#[must_use]
-pub(crate) struct Deferred(Option<(Work, Arc<WqShared>, &'static str)>);
+pub(crate) struct Deferred(Vec<(Work, Arc<WqShared>, &'static str)>);
+
+/// Most references a worker keeps before it gives them up: one unlock per this many items
+/// instead of one per item.
+const DEFERRED_MAX: usize = 32;
 
 impl Deferred {
-    fn keep(&mut self, work: Work, wq: Arc<WqShared>, function: &'static str) {
-        debug_assert!(
-            self.0.is_none(),
-            "the previous item is given up before the next runs"
-        );
-        self.0 = Some((work, wq, function));
+    /// Keeps one; returns whether the list is full (the caller then releases it).
+    fn keep(&mut self, work: Work, wq: Arc<WqShared>, function: &'static str) -> bool {
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(DEFERRED_MAX);
+        }
+        self.0.push((work, wq, function));
+        self.0.len() >= DEFERRED_MAX
     }
 
-    pub(crate) fn take(&mut self) -> Deferred {
-        Deferred(self.0.take())
+    /// Whether nothing is kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
-    /// Whether an item is kept.
-    pub(crate) fn is_some(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Gives up the kept reference, if any. Call with no engine lock held and no item held.
-    pub(crate) fn release(self) {
-        if let Some((work, wq, function)) = self.0 {
+    /// Gives up every kept reference. Call with no engine lock held and no item held.
+    pub(crate) fn release(&mut self) {
+        for (work, wq, function) in self.0.drain(..) {
             release(work, &wq, function);
         }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        debug_assert!(self.0.is_empty(), "kept item references must be released");
     }
 }
 

@@ -187,13 +187,6 @@ impl Work {
         Arc::as_ptr(&self.inner) as *const () as usize
     }
 
-    /// Whether this handle is the only one (no other handle can appear meanwhile: making one
-    /// needs a handle).
-    #[inline]
-    pub(crate) fn is_unique(&self) -> bool {
-        Arc::strong_count(&self.inner) == 1
-    }
-
     /// Records the item's position on the list it is pushed on (under that list's pool lock).
     #[inline]
     pub(crate) fn set_list_pos(&self, pos: u64) {
