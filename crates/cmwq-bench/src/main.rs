@@ -1,5 +1,6 @@
-//! `cmwq-bench`: runs six workloads on cmwq and on rayon, tokio, threadpool and blocking,
-//! prints a table and writes JSON (plus SVG thread plots for W3 and W6).
+//! `cmwq-bench`: runs six workloads on cmwq and on rayon, tokio, threadpool, blocking and
+//! `crossbeam-pool` (the simplest fixed pool, see `pools`), prints a table and writes JSON
+//! (plus SVG thread plots for W3 and W6).
 
 mod child;
 mod goals;
@@ -20,7 +21,9 @@ use sys::Spin;
 use workloads::{Params, RepOut, Tracker};
 
 #[derive(Parser, Debug)]
-#[command(about = "Compare cmwq with rayon, tokio, threadpool and blocking on six workloads")]
+#[command(
+    about = "Compare cmwq with rayon, tokio, threadpool, blocking and a crossbeam-channel pool on six workloads"
+)]
 struct Args {
     /// Repetitions of every variant (W6 runs at most 3: each one waits out an idle period).
     #[arg(long, default_value_t = 5)]
@@ -170,6 +173,7 @@ fn variants(w: Workload) -> Vec<Variant> {
             variant(Kind::CmwqBound, false, true, ""),
             variant(Kind::CmwqUnbound, false, false, "fresh"),
             variant(Kind::CmwqUnbound, false, true, ""),
+            variant(Kind::CmwqSpawn, false, false, ""),
         ],
         Workload::W3 => vec![
             variant(Kind::CmwqBound, true, false, ""),

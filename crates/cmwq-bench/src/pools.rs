@@ -1,4 +1,17 @@
 //! The executors under test behind one `spawn` interface.
+//!
+//! `crossbeam-pool` is the simplest pool there is: `cores` threads (`bench-cb-N`) that take
+//! boxed closures from one `crossbeam-channel` unbounded channel, with nothing else (no
+//! work stealing, no growth, no per-item bookkeeping beyond the box). It stands for the
+//! practical limit of a fixed pool: a general executor that is slower than it on a workload
+//! pays for features, not for the queue.
+//!
+//! `cmwq-spawn` is an unbound queue fed through [`Workqueue::spawn`] (the closure layer: one
+//! allocation per item holding the work field, the closure and a result slot); the handles
+//! are dropped at once, so the items run detached. It sits beside `cmwq-unbound fresh`
+//! (a `Work::new` per item) to show what the closure layer costs on top of a fresh item.
+//! `Workqueue::spawn` never refuses loudly (a refusal shows only at `join`), so its
+//! submissions always count as accepted; the benchmark never destroys a queue mid-run.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -6,6 +19,49 @@ use std::time::{Duration, Instant};
 use crate::workloads::Tracker;
 
 use cmwq::{Work, Workqueue, WqFlags};
+
+/// A boxed closure, the unit of [`CrossbeamPool`].
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// `cores` threads named `bench-cb-N` receiving [`Job`]s from one unbounded channel.
+pub struct CrossbeamPool {
+    tx: crossbeam_channel::Sender<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CrossbeamPool {
+    fn new(threads: usize) -> Result<CrossbeamPool, String> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let threads = (0..threads)
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("bench-cb-{i}"))
+                    .spawn(move || {
+                        // Ends when every sender is gone and the channel is empty.
+                        for job in rx {
+                            job();
+                        }
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CrossbeamPool { tx, threads })
+    }
+
+    #[inline]
+    fn execute<F: FnOnce() + Send + 'static>(&self, f: F) -> bool {
+        self.tx.send(Box::new(f)).is_ok()
+    }
+
+    /// Closes the channel, lets the threads drain it, and joins them.
+    fn join(self) {
+        drop(self.tx);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -15,13 +71,23 @@ pub enum Kind {
     CmwqBoundRr,
     /// cmwq unbound workqueue.
     CmwqUnbound,
+    /// cmwq unbound workqueue, closures through `Workqueue::spawn`, handles dropped.
+    CmwqSpawn,
     Rayon,
     Tokio,
     ThreadPool,
     Blocking,
+    /// `cores` threads on one crossbeam-channel of boxed closures (see the module docs).
+    CrossbeamPool,
 }
 
-pub const PEERS: [Kind; 4] = [Kind::Rayon, Kind::Tokio, Kind::ThreadPool, Kind::Blocking];
+pub const PEERS: [Kind; 5] = [
+    Kind::Rayon,
+    Kind::Tokio,
+    Kind::ThreadPool,
+    Kind::Blocking,
+    Kind::CrossbeamPool,
+];
 
 impl Kind {
     pub fn label(self) -> &'static str {
@@ -29,28 +95,32 @@ impl Kind {
             Kind::CmwqBound => "cmwq-bound",
             Kind::CmwqBoundRr => "cmwq-bound-rr",
             Kind::CmwqUnbound => "cmwq-unbound",
+            Kind::CmwqSpawn => "cmwq-spawn",
             Kind::Rayon => "rayon",
             Kind::Tokio => "tokio",
             Kind::ThreadPool => "threadpool",
             Kind::Blocking => "blocking",
+            Kind::CrossbeamPool => "crossbeam-pool",
         }
     }
 
     pub fn is_cmwq(self) -> bool {
         matches!(
             self,
-            Kind::CmwqBound | Kind::CmwqBoundRr | Kind::CmwqUnbound
+            Kind::CmwqBound | Kind::CmwqBoundRr | Kind::CmwqUnbound | Kind::CmwqSpawn
         )
     }
 
     /// Prefix of the names of the OS threads this executor runs work on.
     pub fn thread_prefix(self) -> &'static str {
         match self {
-            Kind::CmwqBound | Kind::CmwqBoundRr | Kind::CmwqUnbound => "kworker",
+            k if k.is_cmwq() => "kworker",
             Kind::Rayon => "bench-rayon",
             Kind::Tokio => "bench-tokio",
             Kind::ThreadPool => "bench-tp",
             Kind::Blocking => "blocking",
+            Kind::CrossbeamPool => "bench-cb",
+            _ => unreachable!("every cmwq kind is matched above"),
         }
     }
 }
@@ -61,11 +131,14 @@ pub enum Pool {
         cpus: Vec<usize>,
         rr: bool,
         next: AtomicUsize,
+        /// Closures through `Workqueue::spawn` instead of a `Work` each.
+        spawn: bool,
     },
     Rayon(rayon::ThreadPool),
     Tokio(tokio::runtime::Runtime),
     ThreadPool(threadpool::ThreadPool),
     Blocking,
+    Crossbeam(CrossbeamPool),
 }
 
 static WQ_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -73,19 +146,22 @@ static WQ_SEQ: AtomicUsize = AtomicUsize::new(0);
 impl Pool {
     pub fn new(kind: Kind, cores: usize) -> Result<Pool, String> {
         Ok(match kind {
-            Kind::CmwqBound | Kind::CmwqBoundRr | Kind::CmwqUnbound => {
-                let (flags, tag) = if kind == Kind::CmwqUnbound {
-                    (WqFlags::UNBOUND, "u")
-                } else {
-                    (WqFlags::empty(), "b")
+            k if k.is_cmwq() => {
+                let make = |flags: WqFlags, tag: &str| {
+                    let name = format!("bench-{tag}{}", WQ_SEQ.fetch_add(1, Ordering::Relaxed));
+                    Workqueue::new(&name, flags, 0).map_err(|e| e.to_string())
                 };
-                let name = format!("bench-{tag}{}", WQ_SEQ.fetch_add(1, Ordering::Relaxed));
-                let wq = Workqueue::new(&name, flags, 0).map_err(|e| e.to_string())?;
+                let wq = if matches!(k, Kind::CmwqBound | Kind::CmwqBoundRr) {
+                    make(WqFlags::empty(), "b")?
+                } else {
+                    make(WqFlags::UNBOUND, "u")?
+                };
                 Pool::Cmwq {
                     wq,
                     cpus: cmwq::online_cpus(),
                     rr: kind == Kind::CmwqBoundRr,
                     next: AtomicUsize::new(0),
+                    spawn: kind == Kind::CmwqSpawn,
                 }
             }
             Kind::Rayon => Pool::Rayon(
@@ -109,6 +185,8 @@ impl Pool {
                     .build(),
             ),
             Kind::Blocking => Pool::Blocking,
+            Kind::CrossbeamPool => Pool::Crossbeam(CrossbeamPool::new(cores)?),
+            _ => unreachable!("every cmwq kind is matched above"),
         })
     }
 
@@ -116,6 +194,10 @@ impl Pool {
     #[inline]
     pub fn spawn<F: Fn() + Send + Sync + 'static>(&self, f: F) -> bool {
         match self {
+            Pool::Cmwq { wq, spawn, .. } if *spawn => {
+                drop(wq.spawn(f));
+                true
+            }
             Pool::Cmwq { .. } => self.queue(&Work::new(move |_| f())),
             Pool::Rayon(p) => {
                 p.spawn(f);
@@ -133,6 +215,7 @@ impl Pool {
                 blocking::unblock(f).detach();
                 true
             }
+            Pool::Crossbeam(p) => p.execute(f),
         }
     }
 
@@ -164,7 +247,9 @@ impl Pool {
     #[inline]
     pub fn queue(&self, w: &Work) -> bool {
         match self {
-            Pool::Cmwq { wq, cpus, rr, next } => {
+            Pool::Cmwq {
+                wq, cpus, rr, next, ..
+            } => {
                 if *rr {
                     let i = next.fetch_add(1, Ordering::Relaxed) % cpus.len();
                     wq.queue_on(cpus[i], w).unwrap_or(false)
@@ -192,6 +277,7 @@ impl Pool {
                 drop(p);
             }
             Pool::Blocking => {}
+            Pool::Crossbeam(p) => p.join(),
         }
     }
 }
