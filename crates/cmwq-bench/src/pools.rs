@@ -12,6 +12,11 @@
 //! (a `Work::new` per item) to show what the closure layer costs on top of a fresh item.
 //! `Workqueue::spawn` never refuses loudly (a refusal shows only at `join`), so its
 //! submissions always count as accepted; the benchmark never destroys a queue mid-run.
+//!
+//! `cmwq-highpri` (W5) is two queues: the background items go to an unbound queue, exactly
+//! as in `cmwq-unbound`, and the probes ([`Pool::spawn_probe`]) to a per-CPU `HIGHPRI`
+//! queue with `queue_on` round-robin over the online CPUs: the kernel's recipe for
+//! latency-sensitive work beside bulk work, compared with `cmwq-unbound` under the same load.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -73,6 +78,8 @@ pub enum Kind {
     CmwqUnbound,
     /// cmwq unbound workqueue, closures through `Workqueue::spawn`, handles dropped.
     CmwqSpawn,
+    /// W5: background on an unbound queue, probes on a per-CPU `HIGHPRI` queue round-robin.
+    CmwqHighpri,
     Rayon,
     Tokio,
     ThreadPool,
@@ -96,6 +103,7 @@ impl Kind {
             Kind::CmwqBoundRr => "cmwq-bound-rr",
             Kind::CmwqUnbound => "cmwq-unbound",
             Kind::CmwqSpawn => "cmwq-spawn",
+            Kind::CmwqHighpri => "cmwq-highpri",
             Kind::Rayon => "rayon",
             Kind::Tokio => "tokio",
             Kind::ThreadPool => "threadpool",
@@ -107,7 +115,11 @@ impl Kind {
     pub fn is_cmwq(self) -> bool {
         matches!(
             self,
-            Kind::CmwqBound | Kind::CmwqBoundRr | Kind::CmwqUnbound | Kind::CmwqSpawn
+            Kind::CmwqBound
+                | Kind::CmwqBoundRr
+                | Kind::CmwqUnbound
+                | Kind::CmwqSpawn
+                | Kind::CmwqHighpri
         )
     }
 
@@ -133,6 +145,8 @@ pub enum Pool {
         next: AtomicUsize,
         /// Closures through `Workqueue::spawn` instead of a `Work` each.
         spawn: bool,
+        /// Where [`Pool::spawn_probe`] sends probes (`queue_on` round-robin), if not `wq`.
+        highpri: Option<(Workqueue, AtomicUsize)>,
     },
     Rayon(rayon::ThreadPool),
     Tokio(tokio::runtime::Runtime),
@@ -156,12 +170,18 @@ impl Pool {
                 } else {
                     make(WqFlags::UNBOUND, "u")?
                 };
+                let highpri = if k == Kind::CmwqHighpri {
+                    Some((make(WqFlags::HIGHPRI, "h")?, AtomicUsize::new(0)))
+                } else {
+                    None
+                };
                 Pool::Cmwq {
                     wq,
                     cpus: cmwq::online_cpus(),
                     rr: kind == Kind::CmwqBoundRr,
                     next: AtomicUsize::new(0),
                     spawn: kind == Kind::CmwqSpawn,
+                    highpri,
                 }
             }
             Kind::Rayon => Pool::Rayon(
@@ -219,18 +239,51 @@ impl Pool {
         }
     }
 
-    /// Runs one no-op item (on every CPU for a bound cmwq queue) and waits for it.
-    pub fn warm_up(&self, t: &'static Tracker) -> bool {
+    /// Runs a W5 probe: on the `HIGHPRI` queue (round-robin over the CPUs) where the pool has
+    /// one, else as [`spawn`](Self::spawn).
+    #[inline]
+    pub fn spawn_probe<F: Fn() + Send + Sync + 'static>(&self, f: F) -> bool {
         match self {
-            Pool::Cmwq { wq, cpus, .. } if !wq.flags().contains(WqFlags::UNBOUND) => {
-                t.reset(cpus.len());
-                for &cpu in cpus {
-                    if !wq
-                        .queue_on(cpu, &Work::new(move |_| t.hit()))
-                        .unwrap_or(false)
-                    {
-                        return false;
-                    }
+            Pool::Cmwq {
+                cpus,
+                highpri: Some((hp, next)),
+                ..
+            } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % cpus.len();
+                hp.queue_on(cpus[i], &Work::new(move |_| f()))
+                    .unwrap_or(false)
+            }
+            _ => self.spawn(f),
+        }
+    }
+
+    /// Runs one no-op item (on every CPU for a bound cmwq queue) and waits for it.
+    /// (The `HIGHPRI` probe queue of `cmwq-highpri` is warmed on every CPU too.)
+    pub fn warm_up(&self, t: &'static Tracker) -> bool {
+        let on_every_cpu = |wq: &Workqueue, cpus: &[usize]| {
+            cpus.iter().all(|&cpu| {
+                wq.queue_on(cpu, &Work::new(move |_| t.hit()))
+                    .unwrap_or(false)
+            })
+        };
+        match self {
+            Pool::Cmwq {
+                wq, cpus, highpri, ..
+            } => {
+                let bound = !wq.flags().contains(WqFlags::UNBOUND);
+                let n = if bound { cpus.len() } else { 1 };
+                t.reset(n + highpri.as_ref().map_or(0, |_| cpus.len()));
+                let queued = if bound {
+                    on_every_cpu(wq, cpus)
+                } else {
+                    self.spawn(move || t.hit())
+                };
+                if !queued
+                    || !highpri
+                        .as_ref()
+                        .is_none_or(|(hp, _)| on_every_cpu(hp, cpus))
+                {
+                    return false;
                 }
             }
             _ => {
@@ -269,7 +322,12 @@ impl Pool {
             return;
         }
         match self {
-            Pool::Cmwq { wq, .. } => wq.destroy(),
+            Pool::Cmwq { wq, highpri, .. } => {
+                wq.destroy();
+                if let Some((hp, _)) = highpri {
+                    hp.destroy();
+                }
+            }
             Pool::Rayon(p) => drop(p),
             Pool::Tokio(rt) => rt.shutdown_timeout(Duration::from_secs(10)),
             Pool::ThreadPool(p) => {
