@@ -2,7 +2,7 @@
 //!
 //! Peers are compared within a group: the W5 variants whose background items sleep
 //! ("sleepers") only with each other, the spinning ones only with each other (see
-//! [`same_group`]).
+//! [`same_group`]). Per-item cost in W1/W2 is `ns/item` (first queue to last completion).
 
 use crate::report::{Goal, VariantResult};
 use crate::workloads::{self, Params};
@@ -42,6 +42,11 @@ pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
             })
     };
     let best_peer = |w: &'static str, metric: &str, higher: bool| peer_of(w, false, metric, higher);
+    let peer = |w: &'static str, pool: &str, metric: &str| {
+        of(w)
+            .find(|r| r.pool == pool && !is_sleepers(r) && r.status != "timeout")
+            .and_then(|r| r.get(metric))
+    };
     let mut push = |w: &str, goal: &str, r: &VariantResult, measured: String, met: bool| {
         goals.push(Goal {
             workload: w.into(),
@@ -53,23 +58,65 @@ pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
     };
     let cmwq = |w: &'static str| of(w).filter(|r| r.pool.starts_with("cmwq"));
 
-    if let Some((peer, best)) = best_peer("W1", "Mitems/s", true) {
+    // Per-item cost of re-queued items: at most half the best peer's.
+    if let Some((peer, best)) = best_peer("W1", "ns/item", false) {
+        let goal = "re-queued ns/item <= 0.5x best peer's";
         for r in cmwq("W1").filter(|r| r.variant.contains("requeue")) {
-            match r.get("Mitems/s") {
+            match r.get("ns/item") {
                 Some(v) => push(
                     "W1",
-                    "re-queued throughput >= 2x best peer",
+                    goal,
                     r,
-                    format!("{:.2}x {peer}", v / best),
-                    v >= 2.0 * best,
+                    format!("{v:.1} ns = {:.2}x {peer} {best:.1} ns", v / best),
+                    v <= 0.5 * best,
                 ),
-                None => push(
-                    "W1",
-                    "re-queued throughput >= 2x best peer",
+                None => push("W1", goal, r, r.status.clone(), false),
+            }
+        }
+    }
+    // A fresh item per closure on an unbound queue: no dearer than rayon and threadpool,
+    // and within 1.5x of the simplest pool.
+    for w in ["W1", "W2"] {
+        let fixed = [
+            peer(w, "rayon", "ns/item"),
+            peer(w, "threadpool", "ns/item"),
+        ];
+        let cb = peer(w, "crossbeam-pool", "ns/item");
+        for r in cmwq(w).filter(|r| r.variant == "cmwq-unbound fresh") {
+            let Some(v) = r.get("ns/item") else {
+                push(
+                    w,
+                    "fresh ns/item <= min(rayon, threadpool)",
                     r,
                     r.status.clone(),
                     false,
-                ),
+                );
+                continue;
+            };
+            // With `--pools` one of the two may be missing: then the other alone.
+            let names = ["rayon", "threadpool"];
+            let there: Vec<String> = names
+                .iter()
+                .zip(fixed)
+                .filter_map(|(n, x)| x.map(|x| format!("{n} {x:.1}")))
+                .collect();
+            if let Some(m) = fixed.into_iter().flatten().reduce(f64::min) {
+                push(
+                    w,
+                    "fresh ns/item <= min(rayon, threadpool)",
+                    r,
+                    format!("{v:.1} ns vs {m:.1} ns ({})", there.join(", ")),
+                    v <= m,
+                );
+            }
+            if let Some(cb) = cb {
+                push(
+                    w,
+                    "fresh ns/item <= 1.5x crossbeam-pool's",
+                    r,
+                    format!("{v:.1} ns = {:.2}x crossbeam-pool {cb:.1} ns", v / cb),
+                    v <= 1.5 * cb,
+                );
             }
         }
     }
