@@ -1,4 +1,8 @@
 //! Checking results against the project's performance goals, and per-workload summaries.
+//!
+//! Peers are compared within a group: the W5 variants whose background items sleep
+//! ("sleepers") only with each other, the spinning ones only with each other (see
+//! [`same_group`]). Per-item cost in W1/W2 is `ns/item` (first queue to last completion).
 
 use crate::report::{Goal, VariantResult};
 use crate::workloads::{self, Params};
@@ -11,11 +15,22 @@ fn single_cpu(r: &VariantResult) -> bool {
     r.pool == "cmwq-bound"
 }
 
+/// Whether a variant's background items sleep (W5 "sleepers").
+fn is_sleepers(r: &VariantResult) -> bool {
+    r.variant.contains(" sleepers")
+}
+
+/// Variants compared with each other: the same workload and the same W5 background.
+fn same_group(a: &VariantResult, b: &VariantResult) -> bool {
+    a.workload == b.workload && is_sleepers(a) == is_sleepers(b)
+}
+
 pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
     let mut goals = vec![];
     let of = |w: &'static str| results.iter().filter(move |r| r.workload == w);
-    let best_peer = |w: &'static str, metric: &str, higher: bool| -> Option<(String, f64)> {
+    let peer_of = |w: &'static str, sleepers: bool, metric: &str, higher: bool| {
         of(w)
+            .filter(move |r| is_sleepers(r) == sleepers)
             .filter(|r| !r.pool.starts_with("cmwq") && r.status != "timeout")
             .filter_map(|r| r.get(metric).map(|v| (r.variant.clone(), v)))
             .reduce(|a, b| {
@@ -25,6 +40,12 @@ pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
                     a
                 }
             })
+    };
+    let best_peer = |w: &'static str, metric: &str, higher: bool| peer_of(w, false, metric, higher);
+    let peer = |w: &'static str, pool: &str, metric: &str| {
+        of(w)
+            .find(|r| r.pool == pool && !is_sleepers(r) && r.status != "timeout")
+            .and_then(|r| r.get(metric))
     };
     let mut push = |w: &str, goal: &str, r: &VariantResult, measured: String, met: bool| {
         goals.push(Goal {
@@ -37,23 +58,65 @@ pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
     };
     let cmwq = |w: &'static str| of(w).filter(|r| r.pool.starts_with("cmwq"));
 
-    if let Some((peer, best)) = best_peer("W1", "Mitems/s", true) {
+    // Per-item cost of re-queued items: at most half the best peer's.
+    if let Some((peer, best)) = best_peer("W1", "ns/item", false) {
+        let goal = "re-queued ns/item <= 0.5x best peer's";
         for r in cmwq("W1").filter(|r| r.variant.contains("requeue")) {
-            match r.get("Mitems/s") {
+            match r.get("ns/item") {
                 Some(v) => push(
                     "W1",
-                    "re-queued throughput >= 2x best peer",
+                    goal,
                     r,
-                    format!("{:.2}x {peer}", v / best),
-                    v >= 2.0 * best,
+                    format!("{v:.1} ns = {:.2}x {peer} {best:.1} ns", v / best),
+                    v <= 0.5 * best,
                 ),
-                None => push(
-                    "W1",
-                    "re-queued throughput >= 2x best peer",
+                None => push("W1", goal, r, r.status.clone(), false),
+            }
+        }
+    }
+    // A fresh item per closure on an unbound queue: no dearer than rayon and threadpool,
+    // and within 1.5x of the simplest pool.
+    for w in ["W1", "W2"] {
+        let fixed = [
+            peer(w, "rayon", "ns/item"),
+            peer(w, "threadpool", "ns/item"),
+        ];
+        let cb = peer(w, "crossbeam-pool", "ns/item");
+        for r in cmwq(w).filter(|r| r.variant == "cmwq-unbound fresh") {
+            let Some(v) = r.get("ns/item") else {
+                push(
+                    w,
+                    "fresh ns/item <= min(rayon, threadpool)",
                     r,
                     r.status.clone(),
                     false,
-                ),
+                );
+                continue;
+            };
+            // With `--pools` one of the two may be missing: then the other alone.
+            let names = ["rayon", "threadpool"];
+            let there: Vec<String> = names
+                .iter()
+                .zip(fixed)
+                .filter_map(|(n, x)| x.map(|x| format!("{n} {x:.1}")))
+                .collect();
+            if let Some(m) = fixed.into_iter().flatten().reduce(f64::min) {
+                push(
+                    w,
+                    "fresh ns/item <= min(rayon, threadpool)",
+                    r,
+                    format!("{v:.1} ns vs {m:.1} ns ({})", there.join(", ")),
+                    v <= m,
+                );
+            }
+            if let Some(cb) = cb {
+                push(
+                    w,
+                    "fresh ns/item <= 1.5x crossbeam-pool's",
+                    r,
+                    format!("{v:.1} ns = {:.2}x crossbeam-pool {cb:.1} ns", v / cb),
+                    v <= 1.5 * cb,
+                );
             }
         }
     }
@@ -121,18 +184,60 @@ pub(crate) fn goals(results: &[VariantResult], cores: usize) -> Vec<Goal> {
             );
         }
     }
-    if let Some((peer, best)) = best_peer("W5", "p99 us", false) {
-        for r in cmwq("W5") {
+    // W5: against the best peer under the same background, spin or sleepers.
+    for sleepers in [false, true] {
+        let Some((peer, best)) = peer_of("W5", sleepers, "p99 us", false) else {
+            continue;
+        };
+        let goal = if sleepers {
+            "sleepers: p99 <= best peer's p99"
+        } else {
+            "p99 <= best peer's p99"
+        };
+        for r in cmwq("W5").filter(|r| is_sleepers(r) == sleepers) {
             match r.get("p99 us") {
                 Some(v) => push(
                     "W5",
-                    "p99 <= best peer's p99",
+                    goal,
                     r,
                     format!("{v:.0} us vs {peer} {best:.0} us"),
                     v <= best,
                 ),
-                None => push("W5", "p99 <= best peer's p99", r, r.status.clone(), false),
+                None => push("W5", goal, r, r.status.clone(), false),
             }
+        }
+    }
+    let unbound = of("W5").find(|r| r.variant == "cmwq-unbound");
+    if let Some(r) = unbound {
+        let goal = "no repetition with p50 > 1 ms";
+        let p50 = r.metrics.iter().find(|s| s.name == "p50 us");
+        match p50 {
+            Some(s) if r.reps_done > 0 => {
+                let slow = s.values.iter().filter(|&&x| x > 1000.0).count();
+                push(
+                    "W5",
+                    goal,
+                    r,
+                    format!("{slow} of {} (p50 max {:.0} us)", s.values.len(), s.max),
+                    slow == 0,
+                )
+            }
+            _ => push("W5", goal, r, r.status.clone(), false),
+        }
+    }
+    let unbound_p99 = unbound.and_then(|r| r.get("p99 us"));
+    for r in of("W5").filter(|r| r.variant == "cmwq-highpri") {
+        let goal = "HIGHPRI probes: p99 <= cmwq-unbound's p99";
+        match (r.get("p99 us"), unbound_p99) {
+            (Some(v), Some(u)) => push(
+                "W5",
+                goal,
+                r,
+                format!("{v:.0} us vs cmwq-unbound {u:.0} us"),
+                v <= u,
+            ),
+            (None, _) => push("W5", goal, r, r.status.clone(), false),
+            (Some(_), None) => push("W5", goal, r, "cmwq-unbound has no p99".into(), false),
         }
     }
     for r in cmwq("W6") {
@@ -176,10 +281,13 @@ pub(crate) fn describe(w: Workload, p: &Params, cores: usize) -> String {
             workloads::w4_lower_bound(p, cores).as_secs_f64() * 1e3
         ),
         Workload::W5 => format!(
-            "W5 latency: a probe every {}us for {} ms, background {}us spins at {:.0}% of the cores; queue-to-start latency",
+            "W5 latency: a probe every {}us for {} ms, background {}us spins at {:.0}% of the cores (\"sleepers\": {}-{}us sleeps, {:.0}% of the cores' worth in flight); queue-to-start latency",
             p.w5_period_us,
             p.w5_duration_ms,
             p.w5_bg_spin_us,
+            p.w5_bg_load * 100.0,
+            p.w5_sleep_min_us,
+            p.w5_sleep_max_us,
             p.w5_bg_load * 100.0
         ),
         Workload::W6 => format!(
@@ -191,30 +299,68 @@ pub(crate) fn describe(w: Workload, p: &Params, cores: usize) -> String {
 
 pub(crate) fn print_ratios(w: Workload, rows: &[&VariantResult]) {
     let (key, higher) = w.key();
-    let best = rows
-        .iter()
-        .filter(|r| !r.pool.starts_with("cmwq"))
-        .filter_map(|r| r.get(key).map(|v| (r.variant.as_str(), v)))
-        .reduce(|a, b| {
-            if (b.1 > a.1) == higher && b.1 != a.1 {
-                b
-            } else {
-                a
-            }
-        });
-    let Some((peer, best)) = best else {
-        return;
-    };
-    let mut parts = vec![];
-    for r in rows.iter().filter(|r| r.pool.starts_with("cmwq")) {
-        if let Some(v) = r.get(key) {
-            let ratio = if best == 0.0 { f64::NAN } else { v / best };
-            parts.push(format!("{} {ratio:.2}x", r.variant));
+    // One line per group (W5: the spinning background, then the sleepers).
+    let mut groups: Vec<Vec<&VariantResult>> = vec![];
+    for &r in rows {
+        match groups.iter_mut().find(|g| same_group(g[0], r)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
         }
     }
-    println!(
-        "  {key} relative to the best peer ({peer}, {best:.2}; {} is better): {}",
-        if higher { "higher" } else { "lower" },
-        parts.join(", ")
-    );
+    for g in groups {
+        let best = g
+            .iter()
+            .filter(|r| !r.pool.starts_with("cmwq"))
+            .filter_map(|r| r.get(key).map(|v| (r.variant.as_str(), v)))
+            .reduce(|a, b| {
+                if (b.1 > a.1) == higher && b.1 != a.1 {
+                    b
+                } else {
+                    a
+                }
+            });
+        let Some((peer, best)) = best else {
+            continue;
+        };
+        let mut parts = vec![];
+        for r in g.iter().filter(|r| r.pool.starts_with("cmwq")) {
+            if let Some(v) = r.get(key) {
+                let ratio = if best == 0.0 { f64::NAN } else { v / best };
+                parts.push(format!("{} {ratio:.2}x", r.variant));
+            }
+        }
+        println!(
+            "  {key} relative to the best peer ({peer}, {best:.2}; {} is better): {}",
+            if higher { "higher" } else { "lower" },
+            parts.join(", ")
+        );
+    }
+    if w == Workload::W5 {
+        print_w5_reps(rows);
+    }
+}
+
+/// W5: every repetition's p50 / p99 / max (the table shows their medians).
+fn print_w5_reps(rows: &[&VariantResult]) {
+    println!("  per repetition, p50 / p99 / max us:");
+    for r in rows {
+        let col = |name: &str| {
+            r.metrics
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.values.clone())
+                .unwrap_or_default()
+        };
+        let (p50, p99, max) = (col("p50 us"), col("p99 us"), col("max us"));
+        let reps: Vec<String> = (0..p50.len().min(p99.len()).min(max.len()))
+            .map(|i| format!("{:.0}/{:.0}/{:.0}", p50[i], p99[i], max[i]))
+            .collect();
+        let slow = p50.iter().filter(|&&x| x > 1000.0).count();
+        println!(
+            "    {:<40} {}  (p50 > 1 ms in {slow} of {})",
+            r.variant,
+            reps.join("  "),
+            p50.len()
+        );
+    }
 }

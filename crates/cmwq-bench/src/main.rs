@@ -1,5 +1,10 @@
-//! `cmwq-bench`: runs six workloads on cmwq and on rayon, tokio, threadpool and blocking,
-//! prints a table and writes JSON (plus SVG thread plots for W3 and W6).
+//! `cmwq-bench`: runs six workloads on cmwq and on rayon, tokio, threadpool, blocking and
+//! `crossbeam-pool` (the simplest fixed pool, see `pools`), prints a table and writes JSON
+//! (plus SVG thread plots for W3 and W6).
+//!
+//! W5 runs twice over: with background items that spin (the original load) and with
+//! background items that sleep 1-5 ms ("sleepers", see `workloads::w5`), for cmwq and for
+//! every peer.
 
 mod child;
 mod goals;
@@ -20,7 +25,9 @@ use sys::Spin;
 use workloads::{Params, RepOut, Tracker};
 
 #[derive(Parser, Debug)]
-#[command(about = "Compare cmwq with rayon, tokio, threadpool and blocking on six workloads")]
+#[command(
+    about = "Compare cmwq with rayon, tokio, threadpool, blocking and a crossbeam-channel pool on six workloads"
+)]
 struct Args {
     /// Repetitions of every variant (W6 runs at most 3: each one waits out an idle period).
     #[arg(long, default_value_t = 5)]
@@ -114,7 +121,14 @@ impl Workload {
                 "CPU speed gap %",
                 "peak threads",
             ],
-            Workload::W5 => &["p50 us", "p99 us", "p99.9 us", "max us", "probes"],
+            Workload::W5 => &[
+                "p50 us",
+                "p99 us",
+                "p99.9 us",
+                "max us",
+                "probes",
+                "reps p50 > 1 ms",
+            ],
             Workload::W6 => &[
                 "burst ms",
                 "peak threads",
@@ -141,6 +155,8 @@ struct Variant {
     kind: Kind,
     hint: bool,
     requeue: bool,
+    /// W5: the background items sleep instead of spinning.
+    sleepers: bool,
 }
 
 /// A variant and its label: `cmwq-bound requeue`, `cmwq-unbound fresh`, `cmwq-bound +blocking()`,
@@ -160,6 +176,23 @@ fn variant(kind: Kind, hint: bool, requeue: bool, suffix: &str) -> Variant {
         kind,
         hint,
         requeue,
+        sleepers: false,
+    }
+}
+
+/// A W5 variant whose background items sleep: `cmwq-unbound sleepers +blocking()`,
+/// `cmwq-unbound sleepers no hint`, `tokio sleepers`.
+fn sleepers(kind: Kind, hint: bool) -> Variant {
+    let mut label = format!("{} sleepers", kind.label());
+    if kind.is_cmwq() {
+        label.push_str(if hint { " +blocking()" } else { " no hint" });
+    }
+    Variant {
+        label,
+        kind,
+        hint,
+        requeue: false,
+        sleepers: true,
     }
 }
 
@@ -170,6 +203,7 @@ fn variants(w: Workload) -> Vec<Variant> {
             variant(Kind::CmwqBound, false, true, ""),
             variant(Kind::CmwqUnbound, false, false, "fresh"),
             variant(Kind::CmwqUnbound, false, true, ""),
+            variant(Kind::CmwqSpawn, false, false, ""),
         ],
         Workload::W3 => vec![
             variant(Kind::CmwqBound, true, false, ""),
@@ -179,11 +213,27 @@ fn variants(w: Workload) -> Vec<Variant> {
             variant(Kind::CmwqBoundRr, false, false, "no hint"),
             variant(Kind::CmwqUnbound, false, false, "no hint"),
         ],
-        Workload::W4 | Workload::W5 => vec![
+        Workload::W4 => vec![
             variant(Kind::CmwqBound, false, false, ""),
             variant(Kind::CmwqBoundRr, false, false, ""),
             variant(Kind::CmwqUnbound, false, false, ""),
         ],
+        Workload::W5 => {
+            let mut v = vec![
+                variant(Kind::CmwqBound, false, false, ""),
+                variant(Kind::CmwqBoundRr, false, false, ""),
+                variant(Kind::CmwqUnbound, false, false, ""),
+                variant(Kind::CmwqHighpri, false, false, ""),
+            ];
+            v.extend(PEERS.iter().map(|&k| variant(k, false, false, "")));
+            v.extend([
+                sleepers(Kind::CmwqUnbound, true),
+                sleepers(Kind::CmwqUnbound, false),
+                sleepers(Kind::CmwqHighpri, true),
+            ]);
+            v.extend(PEERS.iter().map(|&k| sleepers(k, false)));
+            return v;
+        }
         Workload::W6 => vec![
             variant(Kind::CmwqBound, true, false, ""),
             variant(Kind::CmwqBoundRr, true, false, ""),
@@ -273,7 +323,14 @@ fn run_variant(ctx: &Ctx, w: Workload, v: &Variant) -> (VariantResult, Vec<(f64,
             ),
             Workload::W3 => workloads::mixed(&pool, v.kind, p, ctx.spin, ctx.cores, hint, deadline),
             Workload::W4 => workloads::cpu_bound(&pool, v.kind, p, ctx.spin, ctx.cores, deadline),
-            Workload::W5 => workloads::latency(&pool, p, ctx.spin, ctx.cores, deadline),
+            Workload::W5 => {
+                let bg = if v.sleepers {
+                    workloads::Background::Sleep { hint }
+                } else {
+                    workloads::Background::Spin
+                };
+                workloads::latency(&pool, p, ctx.spin, ctx.cores, bg, deadline)
+            }
             Workload::W6 => workloads::burst_idle(&pool, v.kind, p, hint, deadline),
         };
         longest = longest.max(rstart.elapsed());
@@ -315,6 +372,16 @@ fn run_variant(ctx: &Ctx, w: Workload, v: &Variant) -> (VariantResult, Vec<(f64,
                 .collect();
             res.metrics.push(Stat::new(name, values));
         }
+    }
+    if w == Workload::W5 {
+        // A count over the repetitions, not a per-repetition value: one "value".
+        let slow = res
+            .metrics
+            .iter()
+            .find(|s| s.name == "p50 us")
+            .map_or(0, |s| s.values.iter().filter(|&&x| x > 1000.0).count());
+        res.metrics
+            .push(Stat::new("reps p50 > 1 ms", vec![slow as f64]));
     }
     // The trace to plot: W6's first repetition (it starts from the warm pool's floor), else the
     // median repetition by makespan (or the timed-out one).
@@ -585,7 +652,7 @@ fn main() {
         println!("== goals ==");
         for g in &goals {
             println!(
-                "{} {:<4} {:<32} {:<50} {}",
+                "{} {:<4} {:<34} {:<50} {}",
                 if g.met { "MET " } else { "MISS" },
                 g.workload,
                 g.variant,

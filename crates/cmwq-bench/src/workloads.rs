@@ -1,6 +1,11 @@
 //! The six workloads. Each function runs one repetition on an existing pool.
+//! W5 (latency) lives in [`w5`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+mod w5;
+
+pub use w5::{latency, Background};
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,8 @@ pub struct Params {
     pub w5_period_us: u64,
     pub w5_bg_spin_us: u64,
     pub w5_bg_load: f64,
+    pub w5_sleep_min_us: u64,
+    pub w5_sleep_max_us: u64,
     pub w6_items: usize,
     pub w6_sleep_us: u64,
     pub w6_idle_ms: u64,
@@ -43,6 +50,8 @@ impl Params {
             w5_period_us: 50,
             w5_bg_spin_us: 500,
             w5_bg_load: 0.5,
+            w5_sleep_min_us: 1_000,
+            w5_sleep_max_us: 5_000,
             w6_items: 500,
             w6_sleep_us: 20_000,
             w6_idle_ms: 5_000,
@@ -533,92 +542,4 @@ pub fn burst_idle(pool: &Pool, kind: Kind, p: &Params, hint: bool, deadline: Ins
     ]);
     out.trace = Some(po.trace);
     out
-}
-
-/// W5: a latency probe every `period`, plus background spin items for about `bg_load` of the cores.
-pub fn latency(pool: &Pool, p: &Params, spin: Spin, cores: usize, deadline: Instant) -> RepOut {
-    let period = Duration::from_micros(p.w5_period_us);
-    let duration = Duration::from_millis(p.w5_duration_ms);
-    let bg_spin = Duration::from_micros(p.w5_bg_spin_us);
-    let bg_iters = spin.iters_for(bg_spin);
-    // One background item of `bg_spin` every `bg_period` keeps `bg_load * cores` busy.
-    let bg_period = bg_spin.div_f64(p.w5_bg_load * cores as f64);
-    let max_probes = (duration.as_nanos() / period.as_nanos()) as usize + 16;
-    let lat: &'static [AtomicU64] =
-        Box::leak((0..max_probes).map(|_| AtomicU64::new(u64::MAX)).collect());
-    let t = Tracker::leak();
-    sys::tight_timer_slack();
-    let t0 = Instant::now();
-    let end = t0 + duration;
-    let (mut next_probe, mut next_bg) = (t0, t0);
-    let (mut probes, mut bgs, mut refused) = (0usize, 0usize, 0usize);
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        if now >= next_probe && probes < max_probes {
-            let i = probes;
-            let queued = Instant::now();
-            if !pool.spawn(move || {
-                lat[i].store(queued.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                t.hit();
-            }) {
-                refused += 1;
-            }
-            probes += 1;
-            next_probe += period;
-            if next_probe < now {
-                // Late by more than a period (sleep overshoot): do not burst to catch up.
-                next_probe = now + period;
-            }
-        }
-        if now >= next_bg {
-            if !pool.spawn(move || {
-                if !t.aborted() {
-                    Spin::run(bg_iters);
-                }
-                t.hit();
-            }) {
-                refused += 1;
-            }
-            bgs += 1;
-            next_bg += bg_period;
-        }
-        let next = next_probe.min(next_bg);
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-    }
-    t.set_target(probes + bgs - refused);
-    if !t.wait(deadline) {
-        return RepOut::timeout(t.abort_and_drain());
-    }
-    let mut v: Vec<f64> = lat[..probes]
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .filter(|&x| x != u64::MAX)
-        .map(|x| x as f64 / 1e3)
-        .collect();
-    v.sort_by(f64::total_cmp);
-    let pct = |q: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    };
-    RepOut {
-        metrics: vec![
-            ("p50 us", pct(0.5)),
-            ("p99 us", pct(0.99)),
-            ("p99.9 us", pct(0.999)),
-            ("max us", pct(1.0)),
-            ("probes", v.len() as f64),
-            ("background items", bgs as f64),
-        ],
-        clean: true,
-        error: (refused > 0).then(|| format!("{refused} items refused")),
-        ..RepOut::default()
-    }
 }
