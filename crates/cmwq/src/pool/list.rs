@@ -46,7 +46,7 @@ impl ItemList {
     }
 
     /// Appends `entry`, recording its position in its item.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_back(&mut self, entry: Entry) {
         entry.work.set_list_pos(self.head + self.q.len() as u64);
         self.q.push_back(Some(entry));
@@ -54,7 +54,7 @@ impl ItemList {
     }
 
     /// Takes the oldest entry.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop_front(&mut self) -> Option<Entry> {
         if self.live == self.q.len() {
             // No holes (the common case): nothing to skip or trim.
