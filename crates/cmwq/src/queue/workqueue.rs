@@ -9,13 +9,14 @@ use bitflags::bitflags;
 use parking_lot::Mutex;
 
 use crate::os::topology;
+use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
 use crate::pool::worker;
 use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
 use crate::queue::flush::{FlushLocked, FlushState};
 use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
 use crate::work::data;
-use crate::{Error, Work};
+use crate::{Error, Work, WorkPanic};
 
 /// Largest `max_active` (the kernel's `WQ_MAX_ACTIVE`).
 pub const WQ_MAX_ACTIVE: usize = 2048;
@@ -80,6 +81,9 @@ pub(crate) struct WqShared {
     /// Mirror of `WqLocked::max_active` for lock-free reads.
     max_active: AtomicUsize,
     rescuer: Mutex<Option<Rescuer>>,
+    /// The queue's own panic handler ([`WorkqueueBuilder::panic_handler`]). A leaf lock held
+    /// only to clone or take the `Arc`; taken out (and dropped, unlocked) by destroy.
+    panic_handler: Mutex<Option<PanicHook>>,
 }
 
 /// A workqueue (the kernel's `workqueue_struct`): a named domain for queueing, flushing and
@@ -104,7 +108,20 @@ impl Drop for WqHandle {
 }
 
 /// Builds a [`Workqueue`] with non-default attributes.
-#[derive(Clone, Debug)]
+///
+/// ```
+/// use cmwq::{Work, Workqueue, WqFlags};
+///
+/// let wq = Workqueue::builder("builder-example")
+///     .flags(WqFlags::UNBOUND)
+///     .max_active(4)
+///     .build()?;
+/// let item = Work::new(|_| {});
+/// assert!(wq.queue(&item));
+/// item.flush();
+/// # Ok::<(), cmwq::Error>(())
+/// ```
+#[derive(Clone)]
 #[must_use]
 pub struct WorkqueueBuilder {
     name: String,
@@ -113,6 +130,24 @@ pub struct WorkqueueBuilder {
     nice: Option<i32>,
     cpumask: Option<Vec<usize>>,
     ordered: bool,
+    panic_handler: Option<PanicHook>,
+}
+
+impl fmt::Debug for WorkqueueBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkqueueBuilder")
+            .field("name", &self.name)
+            .field("flags", &self.flags)
+            .field("max_active", &self.max_active)
+            .field("nice", &self.nice)
+            .field("cpumask", &self.cpumask)
+            .field("ordered", &self.ordered)
+            .field(
+                "panic_handler",
+                &self.panic_handler.as_ref().map(|_| "Fn(&WorkPanic)"),
+            )
+            .finish()
+    }
 }
 
 impl WorkqueueBuilder {
@@ -143,6 +178,74 @@ impl WorkqueueBuilder {
         self
     }
 
+    /// Makes the queue ordered: one item at a time, in queueing order, as
+    /// [`Workqueue::ordered`] does. Ordered queues are unbound: with
+    /// [`WqFlags::PERCPU`] in [`flags`](Self::flags), [`build`](Self::build) fails with
+    /// [`Error::InvalidFlags`]; [`max_active`](Self::max_active) is ignored (always 1).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cmwq::{Work, Workqueue};
+    ///
+    /// let wq = Workqueue::builder("ordered-builder").ordered().build()?;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let items: Vec<Work> = (0..4)
+    ///     .map(|i| {
+    ///         let log = log.clone();
+    ///         Work::new(move |_| log.lock().unwrap().push(i))
+    ///     })
+    ///     .collect();
+    /// for item in &items {
+    ///     wq.queue(item);
+    /// }
+    /// wq.flush();
+    /// assert_eq!(*log.lock().unwrap(), [0, 1, 2, 3]);
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Sets this queue's own handler for the panics of its items, instead of the global hook
+    /// of [`set_panic_hook`](crate::set_panic_hook) (which stays in force for queues without
+    /// a handler). It gets every report the hook would have got for this queue: a panic in a
+    /// work function, or in the `Drop` of an item or of what it captured.
+    ///
+    /// As the hook, it runs on the worker thread with no engine lock held, and may queue work
+    /// or panic (a panicking handler is reported on stderr and ignored; the worker carries on
+    /// with the next item). It is dropped, with no lock held, when the queue is destroyed;
+    /// a report made after that (the `Drop` of an item whose last reference the engine gives
+    /// up late) goes to the global hook.
+    ///
+    /// Items of [`Workqueue::spawn`] and [`Workqueue::scope`] hand their panics to their
+    /// handle or scope instead, so the handler sees them only when nobody can receive them
+    /// (a spawned item whose handle was dropped before the panic was caught), exactly as the
+    /// global hook would.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use cmwq::{Work, Workqueue};
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// let wq = Workqueue::builder("handled")
+    ///     .panic_handler(move |p| {
+    ///         let _ = tx.lock().unwrap().send(p.message.clone());
+    ///     })
+    ///     .build()?;
+    /// let item = Work::new(|_| panic!("bad item"));
+    /// wq.queue(&item);
+    /// item.flush();
+    /// let message = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    /// assert_eq!(message, "bad item");
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    pub fn panic_handler(mut self, handler: impl Fn(&WorkPanic) + Send + Sync + 'static) -> Self {
+        self.panic_handler = Some(Arc::new(handler));
+        self
+    }
+
     /// Creates the workqueue.
     pub fn build(self) -> Result<Workqueue, Error> {
         create(self, false)
@@ -161,9 +264,7 @@ impl Workqueue {
     /// Creates an ordered workqueue: one item at a time, in queueing order
     /// (`alloc_ordered_workqueue`).
     pub fn ordered(name: &str, flags: WqFlags) -> Result<Workqueue, Error> {
-        let mut b = Self::builder(name).flags(flags);
-        b.ordered = true;
-        create(b, false)
+        Self::builder(name).flags(flags).ordered().build()
     }
 
     /// A builder for the attributes `new` does not take.
@@ -175,6 +276,7 @@ impl Workqueue {
             nice: None,
             cpumask: None,
             ordered: false,
+            panic_handler: None,
         }
     }
 
@@ -359,6 +461,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         flush_state: FlushState::default(),
         max_active: AtomicUsize::new(max_active),
         rescuer: Mutex::new(None),
+        panic_handler: Mutex::new(b.panic_handler),
     });
     let pools: Vec<Arc<pool::WorkerPool>> = match &attrs {
         Some(attrs) => vec![pool::get_unbound_pool(attrs)],
@@ -443,6 +546,11 @@ impl WqShared {
             }
         }
         Ok(())
+    }
+
+    /// A clone of the queue's panic handler, if it has one (and is not destroyed).
+    pub(crate) fn panic_handler(&self) -> Option<PanicHook> {
+        self.panic_handler.lock().clone()
     }
 
     pub(crate) fn pwqs(&self) -> &[PoolWorkqueue] {
@@ -625,4 +733,8 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     registry()
         .lock()
         .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(wq)));
+    // The handler is user code (its captures' `Drop` too): dropped here, with no lock held,
+    // unless a report in flight holds the last clone (it drops it unlocked as well).
+    let handler = wq.panic_handler.lock().take();
+    crate::pool::panic::contain_quiet(move || drop(handler));
 }
