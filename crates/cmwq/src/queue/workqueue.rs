@@ -25,6 +25,17 @@ pub const WQ_DFL_ACTIVE: usize = 1024;
 
 bitflags! {
     /// Workqueue flags (the kernel's `WQ_*`).
+    ///
+    /// **No flag means per-CPU**, as `alloc_workqueue(name, 0, 0)` in Linux (6.17 too, which
+    /// added `WQ_PERCPU` on the way to making unbound the default): `WqFlags::empty()` and
+    /// [`PERCPU`](Self::PERCPU) are the same kind of queue. On a per-CPU queue,
+    /// [`queue`](Workqueue::queue) puts the item on the calling thread's CPU, so one producer
+    /// queueing many items puts every one of them on its own CPU, where concurrency
+    /// management runs them about one at a time while they use the CPU. For thread-pool
+    /// style work that should spread over all CPUs, use [`UNBOUND`](Self::UNBOUND) (as
+    /// [`spawn`](fn@crate::spawn) does, on [`system_dfl_wq`](fn@crate::system_dfl_wq)), or place
+    /// items with [`queue_on`](Workqueue::queue_on). See "What `WqFlags::empty()` means" in
+    /// DESIGN.md.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct WqFlags: u32 {
         /// Served by unbound pools: no concurrency management, workers on any CPU of the
@@ -44,7 +55,8 @@ bitflags! {
         const SYSFS = 1 << 6;
         /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
         const POWER_EFFICIENT = 1 << 7;
-        /// Explicitly per-CPU (the complement of `UNBOUND`).
+        /// Explicitly per-CPU (the complement of `UNBOUND`; the kernel's `WQ_PERCPU`). The
+        /// same as no flag at all, spelled out.
         const PERCPU = 1 << 8;
     }
 }
@@ -254,6 +266,26 @@ impl WorkqueueBuilder {
 
 impl Workqueue {
     /// Creates a workqueue (the kernel's `alloc_workqueue`). `max_active` 0 means 1024.
+    ///
+    /// With `WqFlags::empty()` (or [`WqFlags::PERCPU`]) the queue is **per-CPU**, as in
+    /// Linux: `queue()` puts an item on the calling thread's CPU, so a single producer puts
+    /// all its items on its own CPU. Pass [`WqFlags::UNBOUND`] for items that may run on any
+    /// CPU. Errors: an empty name, a `max_active` above [`WQ_MAX_ACTIVE`], `UNBOUND` with
+    /// `PERCPU`.
+    ///
+    /// ```
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// // Per-CPU (no flags), at most 16 items active per CPU.
+    /// let percpu = Workqueue::new("my-percpu", WqFlags::empty(), 16)?;
+    /// assert!(!percpu.flags().contains(WqFlags::UNBOUND));
+    /// // Unbound: items run on any CPU; max_active 0 is the default (1024).
+    /// let pool = Workqueue::new("my-pool", WqFlags::UNBOUND, 0)?;
+    /// assert_eq!(pool.max_active(), cmwq::WQ_DFL_ACTIVE);
+    ///
+    /// assert!(Workqueue::new("", WqFlags::empty(), 0).is_err());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn new(name: &str, flags: WqFlags, max_active: usize) -> Result<Workqueue, Error> {
         Self::builder(name)
             .flags(flags)
