@@ -50,6 +50,7 @@
 //! `crates/cmwq/src/CONCURRENCY.md`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cm;
 mod config;
@@ -59,14 +60,20 @@ mod os;
 mod pool;
 mod queue;
 mod spawn;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod time;
+#[cfg(not(feature = "test-util"))]
+mod time;
 mod work;
 
 #[doc = include_str!("CONCURRENCY.md")]
 pub mod protocol {}
 
 pub use cm::blocking;
-pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
+#[cfg(feature = "test-util")]
+pub use config::fail_worker_creation;
+pub use config::{config, configure, Config, SOFT_CAP_INTERVAL};
 pub use error::Error;
 pub use observe::control;
 pub use observe::dump::{show_all_workqueues, show_workqueues};
