@@ -87,13 +87,15 @@ pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,
     system_freezable_wq, system_highpri_wq, system_long_wq, system_percpu_wq,
-    system_power_efficient_wq, system_unbound_wq, system_wq,
+    system_power_efficient_wq, system_unbound_wq, system_wq, try_schedule_work,
+    try_schedule_work_on,
 };
 pub use queue::workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};
 pub use spawn::{
     scope, spawn, JoinError, Scope, ScopedHandle, WorkHandle, WorkWait, WorkqueueWait,
 };
 pub use work::delayed::{
-    schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
+    schedule_delayed_work, schedule_delayed_work_on, try_schedule_delayed_work,
+    try_schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };
 pub use work::item::{StaticWork, Work, WorkBusy, WorkField, WorkItem};

@@ -356,17 +356,65 @@ impl Workqueue {
         self.queue_logged(None, work)
     }
 
-    /// Like [`queue`](Self::queue), with refusals as errors.
+    /// Like [`queue`](Self::queue), with refusals as errors: `Ok(true)` if queued,
+    /// `Ok(false)` if it was already pending or is disabled, `Err(Error::Draining)` or
+    /// `Err(Error::Destroyed)` if the queue refuses it (the item is then left not pending, so
+    /// it can be queued elsewhere: nothing is lost silently).
+    ///
+    /// ```
+    /// use cmwq::{Error, Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("try-queue-example", WqFlags::UNBOUND, 0)?;
+    /// let item = Work::new(|_| {});
+    /// assert_eq!(wq.try_queue(&item), Ok(true));
+    /// item.flush();
+    /// let leftover = wq.clone();
+    /// wq.destroy();
+    /// assert!(matches!(leftover.try_queue(&item), Err(Error::Destroyed { .. })));
+    /// assert!(!item.is_pending());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn try_queue(&self, work: &Work) -> Result<bool, Error> {
         queue_work(&self.handle.shared, None, work)
     }
 
     /// Queues `work` on CPU `cpu`'s pool (bound queues; unbound queues use their pool).
     /// `Err(Error::InvalidCpu)` if `cpu` is not in [`online_cpus()`](crate::online_cpus);
-    /// nothing is queued then.
+    /// nothing is queued then. Otherwise as [`queue`](Self::queue): `Ok(false)` if it was
+    /// already pending, is disabled, or the queue refuses it (draining or destroyed: logged,
+    /// the item left not pending). [`try_queue_on`](Self::try_queue_on) reports the refusal
+    /// as an error instead.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cmwq::{online_cpus, Error, Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("queue-on-example", WqFlags::empty(), 0)?;
+    /// let cpu = *online_cpus().last().unwrap();
+    /// let ran_on = Arc::new(Mutex::new(None));
+    /// let r = ran_on.clone();
+    /// let item = Work::new(move |_| {
+    ///     *r.lock().unwrap() = cmwq::current_worker().and_then(|w| w.cpu);
+    /// });
+    /// assert_eq!(wq.queue_on(cpu, &item), Ok(true));
+    /// item.flush();
+    /// // A per-CPU queue runs the item on the pool of the CPU asked for.
+    /// assert_eq!(*ran_on.lock().unwrap(), Some(cpu));
+    /// assert!(matches!(wq.queue_on(usize::MAX, &item), Err(Error::InvalidCpu { .. })));
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
         topology::check_cpu(cpu)?;
         Ok(self.queue_logged(Some(cpu), work))
+    }
+
+    /// Like [`queue_on`](Self::queue_on), with the queue's refusals as errors too:
+    /// `Err(Error::InvalidCpu)` for a CPU not in [`online_cpus()`](crate::online_cpus),
+    /// `Err(Error::Draining)` or `Err(Error::Destroyed)` if the queue refuses the item (left
+    /// not pending); `Ok(false)` only if it was already pending or is disabled.
+    pub fn try_queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
+        topology::check_cpu(cpu)?;
+        queue_work(&self.handle.shared, Some(cpu), work)
     }
 
     fn queue_logged(&self, cpu: Option<usize>, work: &Work) -> bool {
