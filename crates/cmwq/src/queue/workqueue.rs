@@ -351,6 +351,25 @@ impl Workqueue {
     ///
     /// Every store made before this call, whatever it returns, is seen by a run of the item
     /// that starts after it. Never blocks on other work; allocates nothing in steady state.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("queue-example", WqFlags::UNBOUND, 0)?;
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// let r = runs.clone();
+    /// let item = Work::new(move |_| {
+    ///     r.fetch_add(1, Ordering::SeqCst);
+    /// });
+    /// assert!(wq.queue(&item)); // queued: it will run once
+    /// item.flush(); // wait for that run
+    /// assert!(wq.queue(&item)); // idle again, so it can be queued again
+    /// item.flush();
+    /// assert_eq!(runs.load(Ordering::SeqCst), 2);
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     #[inline]
     pub fn queue(&self, work: &Work) -> bool {
         self.queue_logged(None, work)
@@ -441,6 +460,26 @@ impl Workqueue {
     /// stops), stops its rescuer, releases its pools (joining the threads of unbound pools no
     /// other queue uses). Queueing through a leftover handle afterwards is refused and leaves
     /// the item not pending.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("destroy-example", WqFlags::UNBOUND, 0)?;
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// let r = runs.clone();
+    /// let item = Work::new(move |_| {
+    ///     r.fetch_add(1, Ordering::SeqCst);
+    /// });
+    /// wq.queue(&item);
+    /// let leftover = wq.clone();
+    /// wq.destroy(); // drains first: the queued item has run when it returns
+    /// assert_eq!(runs.load(Ordering::SeqCst), 1);
+    /// assert!(!leftover.queue(&item)); // refused from now on
+    /// assert!(!item.is_pending());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     ///
     /// # Panics
     ///

@@ -117,6 +117,27 @@ impl<F: Fn(&DelayedWork) + Send + Sync + 'static> DelayedWorkItem for FnDelayed<
 
 /// A delayed work item: a [`Work`] with a timer. A cheap handle with identity; clones are the
 /// same item.
+///
+/// It is pending from the queueing call ([`Workqueue::queue_delayed`]) until it starts
+/// running: first on its timer, then on the queue.
+///
+/// ```
+/// use std::time::Duration;
+/// use cmwq::{DelayedWork, Workqueue, WqFlags};
+///
+/// let wq = Workqueue::new("delayed-example", WqFlags::UNBOUND, 0)?;
+/// let dw = DelayedWork::new(|_| println!("an hour later (or flushed)"));
+/// assert!(wq.queue_delayed(&dw, Duration::from_secs(3600)));
+/// assert!(dw.is_pending()); // armed
+/// assert!(!wq.queue_delayed(&dw, Duration::ZERO)); // already pending: left alone
+///
+/// assert!(dw.flush()); // fires the timer now and waits for the run
+/// assert!(!dw.is_pending());
+///
+/// wq.queue_delayed(&dw, Duration::from_secs(3600));
+/// assert!(dw.cancel()); // disarmed: it will not run
+/// # Ok::<(), cmwq::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct DelayedWork {
     item: Arc<dyn DelayedWorkItem>,
