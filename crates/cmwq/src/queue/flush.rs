@@ -43,9 +43,10 @@ impl Work {
     /// let r = result.clone();
     /// let item = Work::new(move |_| *r.lock().unwrap() = Some(6 * 7));
     /// system_unbound_wq().queue(&item);
-    /// assert!(item.flush()); // it was pending: waited for its run
-    /// assert_eq!(*result.lock().unwrap(), Some(42)); // the run's writes are visible
-    /// assert!(!item.flush()); // idle: returns at once
+    /// // Waits for the run (`true`), or returns `false` at once if it already finished.
+    /// item.flush();
+    /// assert_eq!(*result.lock().unwrap(), Some(42)); // either way, the run's writes are seen
+    /// assert!(!item.flush()); // idle now: returns at once
     /// ```
     ///
     /// # Blocking
