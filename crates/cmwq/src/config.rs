@@ -1,6 +1,8 @@
 //! Engine configuration: every timeout, threshold and cap, with the kernel's values as
-//! defaults. Set once, before first use; plus the fault-injection switch for tests.
+//! defaults. Set once, before first use; plus the fault-injection switch for tests (with the
+//! `test-util` feature).
 
+#[cfg(feature = "test-util")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -104,15 +106,29 @@ pub fn config() -> &'static Config {
     CONFIG.get_or_init(Config::default)
 }
 
+#[cfg(feature = "test-util")]
 static FAIL_CREATION: AtomicBool = AtomicBool::new(false);
 
 /// Fault injection for tests: while on, every worker-thread creation fails as if the OS had
 /// refused the thread. Workqueues with `MEM_RECLAIM` keep making progress through their
 /// rescuers; the others wait until creation works again.
+///
+/// Available with the `test-util` feature.
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub fn fail_worker_creation(on: bool) {
     FAIL_CREATION.store(on, Ordering::Relaxed);
 }
 
+/// Whether [`fail_worker_creation`] is on.
+#[cfg(feature = "test-util")]
 pub(crate) fn creation_fails() -> bool {
     FAIL_CREATION.load(Ordering::Relaxed)
+}
+
+/// Without `test-util` creation never fails on purpose.
+#[cfg(not(feature = "test-util"))]
+#[inline(always)]
+pub(crate) fn creation_fails() -> bool {
+    false
 }

@@ -50,6 +50,7 @@
 //! `crates/cmwq/src/CONCURRENCY.md`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cm;
 mod config;
@@ -59,14 +60,20 @@ mod os;
 mod pool;
 mod queue;
 mod spawn;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod time;
+#[cfg(not(feature = "test-util"))]
+mod time;
 mod work;
 
 #[doc = include_str!("CONCURRENCY.md")]
 pub mod protocol {}
 
 pub use cm::blocking;
-pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
+#[cfg(feature = "test-util")]
+pub use config::fail_worker_creation;
+pub use config::{config, configure, Config, SOFT_CAP_INTERVAL};
 pub use error::Error;
 pub use observe::control;
 pub use observe::dump::{show_all_workqueues, show_workqueues};
@@ -80,13 +87,15 @@ pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,
     system_freezable_wq, system_highpri_wq, system_long_wq, system_percpu_wq,
-    system_power_efficient_wq, system_unbound_wq, system_wq,
+    system_power_efficient_wq, system_unbound_wq, system_wq, try_schedule_work,
+    try_schedule_work_on,
 };
 pub use queue::workqueue::{Workqueue, WorkqueueBuilder, WqFlags, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE};
 pub use spawn::{
     scope, spawn, JoinError, Scope, ScopedHandle, WorkHandle, WorkWait, WorkqueueWait,
 };
 pub use work::delayed::{
-    schedule_delayed_work, schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
+    schedule_delayed_work, schedule_delayed_work_on, try_schedule_delayed_work,
+    try_schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };
 pub use work::item::{StaticWork, Work, WorkBusy, WorkField, WorkItem};

@@ -186,3 +186,48 @@ fn ordered_highpri_is_ordered() {
     assert_eq!(*rec.order.lock().unwrap(), (0..N).collect::<Vec<_>>());
     assert_eq!(rec.det.max_concurrent(), 1);
 }
+
+#[test]
+fn builder_ordered_runs_one_at_a_time_in_queueing_order() {
+    const N: usize = 300;
+    // `max_active` is ignored: an ordered queue runs one item at a time.
+    let wq = Workqueue::builder(&unique("ord-b"))
+        .max_active(8)
+        .ordered()
+        .build()
+        .unwrap();
+    assert!(wq.is_ordered());
+    assert_eq!(wq.max_active(), 1);
+    assert!(wq.flags().contains(WqFlags::UNBOUND));
+    let rec = recorder();
+    let items = items(N, &rec, None);
+    for (i, item) in items.iter().enumerate() {
+        // Producers on any CPU still feed the one queue in order.
+        let cpus = online_cpus();
+        assert!(wq.queue_on(cpus[i % cpus.len()], item).unwrap());
+    }
+    flush(&wq);
+    assert_eq!(*rec.order.lock().unwrap(), (0..N).collect::<Vec<_>>());
+    assert_eq!(rec.det.max_concurrent(), 1);
+}
+
+#[test]
+fn builder_ordered_rejects_percpu_as_workqueue_ordered_does() {
+    let by_builder = Workqueue::builder(&unique("ord-b-pcpu"))
+        .flags(WqFlags::PERCPU)
+        .ordered()
+        .build();
+    let by_ctor = Workqueue::ordered(&unique("ord-pcpu"), WqFlags::PERCPU);
+    for r in [by_builder, by_ctor] {
+        assert!(
+            matches!(r, Err(Error::InvalidFlags { .. })),
+            "ordered + PERCPU: {r:?}"
+        );
+    }
+    // The order of the builder calls does not matter.
+    let r = Workqueue::builder(&unique("ord-b-pcpu2"))
+        .ordered()
+        .flags(WqFlags::PERCPU | WqFlags::HIGHPRI)
+        .build();
+    assert!(matches!(r, Err(Error::InvalidFlags { .. })), "{r:?}");
+}

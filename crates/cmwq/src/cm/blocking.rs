@@ -16,14 +16,33 @@ use crate::pool::{flags, kick_pool, Kick, Sleep, WorkerPool};
 /// on workers already outside concurrency management (unbound, CPU-intensive, rescuers) it
 /// just calls `f`. cmwq's own waits (`flush`, `cancel_sync`, `drain`) use it.
 ///
-/// ```
-/// use cmwq::{Work, system_wq};
+/// Two items on one CPU's pool, the first waiting for a message the second sends: with the
+/// hint the pool starts the second while the first sleeps.
 ///
-/// let work = Work::new(|_| {
-///     cmwq::blocking(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+/// ```
+/// use std::sync::{mpsc, Arc, Mutex};
+/// use std::time::Duration;
+/// use cmwq::{online_cpus, system_wq, Work};
+///
+/// let cpu = online_cpus()[0];
+/// let (tx, rx) = mpsc::channel::<u32>();
+/// let (rx, got) = (Mutex::new(rx), Arc::new(Mutex::new(None)));
+/// let g = got.clone();
+/// let waiter = Work::new(move |_| {
+///     let rx = rx.lock().unwrap();
+///     // The generous timeout only bounds a failure; the message comes at once.
+///     let msg = cmwq::blocking(|| rx.recv_timeout(Duration::from_secs(60)));
+///     *g.lock().unwrap() = msg.ok();
 /// });
-/// system_wq().queue(&work);
-/// work.flush();
+/// let tx = Mutex::new(tx);
+/// let sender = Work::new(move |_| {
+///     let _ = tx.lock().unwrap().send(7);
+/// });
+/// system_wq().queue_on(cpu, &waiter)?;
+/// system_wq().queue_on(cpu, &sender)?;
+/// waiter.flush();
+/// assert_eq!(*got.lock().unwrap(), Some(7));
+/// # Ok::<(), cmwq::Error>(())
 /// ```
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let Some((pool, id)) = worker::with_worker(|w| (w.pool.clone(), w.id)) else {

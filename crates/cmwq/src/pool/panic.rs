@@ -14,6 +14,8 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
+use crate::queue::workqueue::WqShared;
+
 /// A work function's panic, as given to the hook set with [`set_panic_hook`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -26,7 +28,10 @@ pub struct WorkPanic {
     pub function: &'static str,
 }
 
-type PanicHook = Arc<dyn Fn(&WorkPanic) + Send + Sync>;
+/// The global hook, and a queue's own handler ([`WorkqueueBuilder::panic_handler`]).
+///
+/// [`WorkqueueBuilder::panic_handler`]: crate::WorkqueueBuilder::panic_handler
+pub(crate) type PanicHook = Arc<dyn Fn(&WorkPanic) + Send + Sync>;
 
 fn panic_hook() -> &'static RwLock<Option<PanicHook>> {
     static HOOK: OnceLock<RwLock<Option<PanicHook>>> = OnceLock::new();
@@ -71,19 +76,16 @@ pub(crate) enum Site {
     Trace,
 }
 
-/// Runs user code `f` for an item of workqueue `workqueue` (function `function`), reporting a
-/// panic instead of unwinding. Returns whether `f` completed.
+/// Runs user code `f` for an item of workqueue `wq` (function `function`), reporting a panic
+/// instead of unwinding (to the queue's handler if it has one, else to the global hook).
+/// Returns whether `f` completed.
 #[inline]
-pub(crate) fn contain(
-    workqueue: &str,
-    function: &'static str,
-    site: Site,
-    f: impl FnOnce(),
-) -> bool {
+pub(crate) fn contain(wq: &WqShared, function: &'static str, site: Site, f: impl FnOnce()) -> bool {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => true,
         Err(payload) => {
-            report(workqueue, function, site, payload);
+            // Cloned out of its lock: the handler is called, and may be dropped, unlocked.
+            report(&wq.name, wq.panic_handler(), function, site, payload);
             false
         }
     }
@@ -115,10 +117,13 @@ fn message_of(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Reports a caught panic: a `tracing` error event and the panic hook (or stderr). Never
-/// unwinds, whatever the subscriber, the hook or the payload do.
+/// Reports a caught panic: a `tracing` error event and `handler` (the queue's own), else the
+/// global panic hook (or stderr). Never unwinds, whatever the subscriber, the handler, the
+/// hook or the payload do. Call with no engine lock held: `handler` is called and dropped
+/// here.
 pub(crate) fn report(
     workqueue: &str,
+    handler: Option<PanicHook>,
     function: &'static str,
     site: Site,
     payload: Box<dyn Any + Send>,
@@ -147,7 +152,10 @@ pub(crate) fn report(
         });
     }
     // Cloned out of the lock: the hook may call `set_panic_hook`, or take long.
-    let hook = panic_hook().read().clone();
+    let (hook, which) = match handler {
+        Some(handler) => (Some(handler), "the workqueue's panic handler"),
+        None => (panic_hook().read().clone(), "the panic hook"),
+    };
     let delivered = catch_unwind(AssertUnwindSafe(|| match &hook {
         Some(hook) => hook(&report),
         None => stderr_line(&format!(
@@ -158,11 +166,12 @@ pub(crate) fn report(
     if let Err(payload) = delivered {
         drop_payload(payload);
         stderr_line(&format!(
-            "cmwq: the panic hook panicked while reporting {} on workqueue {:?}: {}",
+            "cmwq: {which} panicked while reporting {} on workqueue {:?}: {}",
             report.function, report.workqueue, report.message
         ));
     }
-    // Our clone may be the last one if the hook was replaced meanwhile.
+    // Our clone may be the last one if the hook was replaced, or the queue destroyed,
+    // meanwhile.
     contain_quiet(move || drop(hook));
 }
 

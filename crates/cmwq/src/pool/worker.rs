@@ -366,7 +366,7 @@ fn process_one_work(
 /// Gives up the engine's reference to an item of `wq` (whose function is `function`),
 /// containing a panic of its `Drop`.
 fn release(work: crate::Work, wq: &WqShared, function: &'static str) {
-    contain(&wq.name, function, Site::Drop, move || drop(work));
+    contain(wq, function, Site::Drop, move || drop(work));
 }
 
 /// References to items a worker has run, kept by the worker (or rescuer) loop until it holds
@@ -417,7 +417,7 @@ fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc
     // Subscribers are user code: called inside `contain`, and only when one listens.
     let traced = trace::enabled();
     if traced {
-        contain(&wq.name, function, Site::Trace, || {
+        contain(&wq, function, Site::Trace, || {
             trace::execute_start(key, function);
         });
     }
@@ -431,7 +431,7 @@ fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc
             }
         }
         let _restore = Restore(CURRENT.with(|c| c.replace(&cur)));
-        contain(&cur.wq.name, function, Site::Run, || {
+        contain(&cur.wq, function, Site::Run, || {
             if traced {
                 let span = trace::execution_span(&cur.wq.name, function);
                 let _entered = span.enter();
@@ -443,7 +443,7 @@ fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc
     }
     let Current { work, wq } = cur;
     if traced {
-        contain(&wq.name, function, Site::Trace, || {
+        contain(&wq, function, Site::Trace, || {
             trace::execute_end(key, function)
         });
     }

@@ -35,6 +35,20 @@ impl Work {
     /// Called from inside the item itself this would wait for itself forever: it logs a warning
     /// and returns `false` instead (see [`try_flush`](Self::try_flush)).
     ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cmwq::{system_unbound_wq, Work};
+    ///
+    /// let result = Arc::new(Mutex::new(None));
+    /// let r = result.clone();
+    /// let item = Work::new(move |_| *r.lock().unwrap() = Some(6 * 7));
+    /// system_unbound_wq().queue(&item);
+    /// // Waits for the run (`true`), or returns `false` at once if it already finished.
+    /// item.flush();
+    /// assert_eq!(*result.lock().unwrap(), Some(42)); // either way, the run's writes are seen
+    /// assert!(!item.flush()); // idle now: returns at once
+    /// ```
+    ///
     /// # Blocking
     ///
     /// May sleep; on a worker thread the sleep is reported to concurrency management.
@@ -386,6 +400,29 @@ impl Workqueue {
     ///
     /// From one of this queue's own items it would wait for itself: it logs a warning and
     /// returns at once (see [`try_flush`](Self::try_flush)).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("flush-example", WqFlags::empty(), 0)?;
+    /// let done = Arc::new(AtomicUsize::new(0));
+    /// let items: Vec<Work> = (0..8)
+    ///     .map(|_| {
+    ///         let d = done.clone();
+    ///         Work::new(move |_| {
+    ///             d.fetch_add(1, Ordering::SeqCst);
+    ///         })
+    ///     })
+    ///     .collect();
+    /// for item in &items {
+    ///     wq.queue(item);
+    /// }
+    /// wq.flush(); // every item queued before the call has finished
+    /// assert_eq!(done.load(Ordering::SeqCst), 8);
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn flush(&self) {
         if let Err(err) = self.try_flush() {
             tracing::warn!(target: "cmwq", workqueue = %self.name(), "{err}");
@@ -400,6 +437,27 @@ impl Workqueue {
     /// Waits until the queue is empty, chained self-requeues included. Meanwhile queueing from
     /// anywhere but the queue's own items is refused (`false` from `queue`, `Err` from
     /// `try_queue`) and leaves the item not pending.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("drain-example", WqFlags::UNBOUND, 0)?;
+    /// let steps = Arc::new(AtomicUsize::new(0));
+    /// let (s, w) = (steps.clone(), wq.clone());
+    /// // Each run queues the next one, five runs in all: a chain `flush` would not wait for.
+    /// let chain = Work::new(move |me| {
+    ///     if s.fetch_add(1, Ordering::SeqCst) + 1 < 5 {
+    ///         w.queue(me);
+    ///     }
+    /// });
+    /// wq.queue(&chain);
+    /// wq.drain(); // waits for the whole chain
+    /// assert_eq!(steps.load(Ordering::SeqCst), 5);
+    /// assert!(!chain.is_pending());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn drain(&self) {
         if let Err(err) = self.try_drain() {
             tracing::warn!(target: "cmwq", workqueue = %self.name(), "{err}");

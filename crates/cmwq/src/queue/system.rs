@@ -63,7 +63,18 @@ pub fn schedule_work(work: &Work) -> bool {
     system_wq().queue(work)
 }
 
+/// Like [`schedule_work`], with refusals (the system queue is being drained) as errors; see
+/// [`Workqueue::try_queue`].
+pub fn try_schedule_work(work: &Work) -> Result<bool, Error> {
+    system_wq().try_queue(work)
+}
+
 /// Queues `work` on [`system_wq`](fn@system_wq) on `cpu`.
 pub fn schedule_work_on(cpu: usize, work: &Work) -> Result<bool, Error> {
     system_wq().queue_on(cpu, work)
+}
+
+/// Like [`schedule_work_on`], with refusals as errors; see [`Workqueue::try_queue_on`].
+pub fn try_schedule_work_on(cpu: usize, work: &Work) -> Result<bool, Error> {
+    system_wq().try_queue_on(cpu, work)
 }

@@ -9,13 +9,14 @@ use bitflags::bitflags;
 use parking_lot::Mutex;
 
 use crate::os::topology;
+use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
 use crate::pool::worker;
 use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
 use crate::queue::flush::{FlushLocked, FlushState};
 use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
 use crate::work::data;
-use crate::{Error, Work};
+use crate::{Error, Work, WorkPanic};
 
 /// Largest `max_active` (the kernel's `WQ_MAX_ACTIVE`).
 pub const WQ_MAX_ACTIVE: usize = 2048;
@@ -24,6 +25,17 @@ pub const WQ_DFL_ACTIVE: usize = 1024;
 
 bitflags! {
     /// Workqueue flags (the kernel's `WQ_*`).
+    ///
+    /// **No flag means per-CPU**, as `alloc_workqueue(name, 0, 0)` in Linux (6.17 too, which
+    /// added `WQ_PERCPU` on the way to making unbound the default): `WqFlags::empty()` and
+    /// [`PERCPU`](Self::PERCPU) are the same kind of queue. On a per-CPU queue,
+    /// [`queue`](Workqueue::queue) puts the item on the calling thread's CPU, so one producer
+    /// queueing many items puts every one of them on its own CPU, where concurrency
+    /// management runs them about one at a time while they use the CPU. For thread-pool
+    /// style work that should spread over all CPUs, use [`UNBOUND`](Self::UNBOUND) (as
+    /// [`spawn`](fn@crate::spawn) does, on [`system_dfl_wq`](fn@crate::system_dfl_wq)), or place
+    /// items with [`queue_on`](Workqueue::queue_on). See "What `WqFlags::empty()` means" in
+    /// DESIGN.md.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct WqFlags: u32 {
         /// Served by unbound pools: no concurrency management, workers on any CPU of the
@@ -43,7 +55,8 @@ bitflags! {
         const SYSFS = 1 << 6;
         /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
         const POWER_EFFICIENT = 1 << 7;
-        /// Explicitly per-CPU (the complement of `UNBOUND`).
+        /// Explicitly per-CPU (the complement of `UNBOUND`; the kernel's `WQ_PERCPU`). The
+        /// same as no flag at all, spelled out.
         const PERCPU = 1 << 8;
     }
 }
@@ -80,6 +93,9 @@ pub(crate) struct WqShared {
     /// Mirror of `WqLocked::max_active` for lock-free reads.
     max_active: AtomicUsize,
     rescuer: Mutex<Option<Rescuer>>,
+    /// The queue's own panic handler ([`WorkqueueBuilder::panic_handler`]). A leaf lock held
+    /// only to clone or take the `Arc`; taken out (and dropped, unlocked) by destroy.
+    panic_handler: Mutex<Option<PanicHook>>,
 }
 
 /// A workqueue (the kernel's `workqueue_struct`): a named domain for queueing, flushing and
@@ -104,7 +120,20 @@ impl Drop for WqHandle {
 }
 
 /// Builds a [`Workqueue`] with non-default attributes.
-#[derive(Clone, Debug)]
+///
+/// ```
+/// use cmwq::{Work, Workqueue, WqFlags};
+///
+/// let wq = Workqueue::builder("builder-example")
+///     .flags(WqFlags::UNBOUND)
+///     .max_active(4)
+///     .build()?;
+/// let item = Work::new(|_| {});
+/// assert!(wq.queue(&item));
+/// item.flush();
+/// # Ok::<(), cmwq::Error>(())
+/// ```
+#[derive(Clone)]
 #[must_use]
 pub struct WorkqueueBuilder {
     name: String,
@@ -113,6 +142,24 @@ pub struct WorkqueueBuilder {
     nice: Option<i32>,
     cpumask: Option<Vec<usize>>,
     ordered: bool,
+    panic_handler: Option<PanicHook>,
+}
+
+impl fmt::Debug for WorkqueueBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkqueueBuilder")
+            .field("name", &self.name)
+            .field("flags", &self.flags)
+            .field("max_active", &self.max_active)
+            .field("nice", &self.nice)
+            .field("cpumask", &self.cpumask)
+            .field("ordered", &self.ordered)
+            .field(
+                "panic_handler",
+                &self.panic_handler.as_ref().map(|_| "Fn(&WorkPanic)"),
+            )
+            .finish()
+    }
 }
 
 impl WorkqueueBuilder {
@@ -143,6 +190,74 @@ impl WorkqueueBuilder {
         self
     }
 
+    /// Makes the queue ordered: one item at a time, in queueing order, as
+    /// [`Workqueue::ordered`] does. Ordered queues are unbound: with
+    /// [`WqFlags::PERCPU`] in [`flags`](Self::flags), [`build`](Self::build) fails with
+    /// [`Error::InvalidFlags`]; [`max_active`](Self::max_active) is ignored (always 1).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cmwq::{Work, Workqueue};
+    ///
+    /// let wq = Workqueue::builder("ordered-builder").ordered().build()?;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let items: Vec<Work> = (0..4)
+    ///     .map(|i| {
+    ///         let log = log.clone();
+    ///         Work::new(move |_| log.lock().unwrap().push(i))
+    ///     })
+    ///     .collect();
+    /// for item in &items {
+    ///     wq.queue(item);
+    /// }
+    /// wq.flush();
+    /// assert_eq!(*log.lock().unwrap(), [0, 1, 2, 3]);
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Sets this queue's own handler for the panics of its items, instead of the global hook
+    /// of [`set_panic_hook`](crate::set_panic_hook) (which stays in force for queues without
+    /// a handler). It gets every report the hook would have got for this queue: a panic in a
+    /// work function, or in the `Drop` of an item or of what it captured.
+    ///
+    /// As the hook, it runs on the worker thread with no engine lock held, and may queue work
+    /// or panic (a panicking handler is reported on stderr and ignored; the worker carries on
+    /// with the next item). It is dropped, with no lock held, when the queue is destroyed;
+    /// a report made after that (the `Drop` of an item whose last reference the engine gives
+    /// up late) goes to the global hook.
+    ///
+    /// Items of [`Workqueue::spawn`] and [`Workqueue::scope`] hand their panics to their
+    /// handle or scope instead, so the handler sees them only when nobody can receive them
+    /// (a spawned item whose handle was dropped before the panic was caught), exactly as the
+    /// global hook would.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use cmwq::{Work, Workqueue};
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// let wq = Workqueue::builder("handled")
+    ///     .panic_handler(move |p| {
+    ///         let _ = tx.lock().unwrap().send(p.message.clone());
+    ///     })
+    ///     .build()?;
+    /// let item = Work::new(|_| panic!("bad item"));
+    /// wq.queue(&item);
+    /// item.flush();
+    /// let message = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    /// assert_eq!(message, "bad item");
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    pub fn panic_handler(mut self, handler: impl Fn(&WorkPanic) + Send + Sync + 'static) -> Self {
+        self.panic_handler = Some(Arc::new(handler));
+        self
+    }
+
     /// Creates the workqueue.
     pub fn build(self) -> Result<Workqueue, Error> {
         create(self, false)
@@ -151,6 +266,26 @@ impl WorkqueueBuilder {
 
 impl Workqueue {
     /// Creates a workqueue (the kernel's `alloc_workqueue`). `max_active` 0 means 1024.
+    ///
+    /// With `WqFlags::empty()` (or [`WqFlags::PERCPU`]) the queue is **per-CPU**, as in
+    /// Linux: `queue()` puts an item on the calling thread's CPU, so a single producer puts
+    /// all its items on its own CPU. Pass [`WqFlags::UNBOUND`] for items that may run on any
+    /// CPU. Errors: an empty name, a `max_active` above [`WQ_MAX_ACTIVE`], `UNBOUND` with
+    /// `PERCPU`.
+    ///
+    /// ```
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// // Per-CPU (no flags), at most 16 items active per CPU.
+    /// let percpu = Workqueue::new("my-percpu", WqFlags::empty(), 16)?;
+    /// assert!(!percpu.flags().contains(WqFlags::UNBOUND));
+    /// // Unbound: items run on any CPU; max_active 0 is the default (1024).
+    /// let pool = Workqueue::new("my-pool", WqFlags::UNBOUND, 0)?;
+    /// assert_eq!(pool.max_active(), cmwq::WQ_DFL_ACTIVE);
+    ///
+    /// assert!(Workqueue::new("", WqFlags::empty(), 0).is_err());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn new(name: &str, flags: WqFlags, max_active: usize) -> Result<Workqueue, Error> {
         Self::builder(name)
             .flags(flags)
@@ -161,9 +296,7 @@ impl Workqueue {
     /// Creates an ordered workqueue: one item at a time, in queueing order
     /// (`alloc_ordered_workqueue`).
     pub fn ordered(name: &str, flags: WqFlags) -> Result<Workqueue, Error> {
-        let mut b = Self::builder(name).flags(flags);
-        b.ordered = true;
-        create(b, false)
+        Self::builder(name).flags(flags).ordered().build()
     }
 
     /// A builder for the attributes `new` does not take.
@@ -175,6 +308,7 @@ impl Workqueue {
             nice: None,
             cpumask: None,
             ordered: false,
+            panic_handler: None,
         }
     }
 
@@ -217,22 +351,89 @@ impl Workqueue {
     ///
     /// Every store made before this call, whatever it returns, is seen by a run of the item
     /// that starts after it. Never blocks on other work; allocates nothing in steady state.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("queue-example", WqFlags::UNBOUND, 0)?;
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// let r = runs.clone();
+    /// let item = Work::new(move |_| {
+    ///     r.fetch_add(1, Ordering::SeqCst);
+    /// });
+    /// assert!(wq.queue(&item)); // queued: it will run once
+    /// item.flush(); // wait for that run
+    /// assert!(wq.queue(&item)); // idle again, so it can be queued again
+    /// item.flush();
+    /// assert_eq!(runs.load(Ordering::SeqCst), 2);
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     #[inline]
     pub fn queue(&self, work: &Work) -> bool {
         self.queue_logged(None, work)
     }
 
-    /// Like [`queue`](Self::queue), with refusals as errors.
+    /// Like [`queue`](Self::queue), with refusals as errors: `Ok(true)` if queued,
+    /// `Ok(false)` if it was already pending or is disabled, `Err(Error::Draining)` or
+    /// `Err(Error::Destroyed)` if the queue refuses it (the item is then left not pending, so
+    /// it can be queued elsewhere: nothing is lost silently).
+    ///
+    /// ```
+    /// use cmwq::{Error, Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("try-queue-example", WqFlags::UNBOUND, 0)?;
+    /// let item = Work::new(|_| {});
+    /// assert_eq!(wq.try_queue(&item), Ok(true));
+    /// item.flush();
+    /// let leftover = wq.clone();
+    /// wq.destroy();
+    /// assert!(matches!(leftover.try_queue(&item), Err(Error::Destroyed { .. })));
+    /// assert!(!item.is_pending());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn try_queue(&self, work: &Work) -> Result<bool, Error> {
         queue_work(&self.handle.shared, None, work)
     }
 
     /// Queues `work` on CPU `cpu`'s pool (bound queues; unbound queues use their pool).
     /// `Err(Error::InvalidCpu)` if `cpu` is not in [`online_cpus()`](crate::online_cpus);
-    /// nothing is queued then.
+    /// nothing is queued then. Otherwise as [`queue`](Self::queue): `Ok(false)` if it was
+    /// already pending, is disabled, or the queue refuses it (draining or destroyed: logged,
+    /// the item left not pending). [`try_queue_on`](Self::try_queue_on) reports the refusal
+    /// as an error instead.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cmwq::{online_cpus, Error, Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("queue-on-example", WqFlags::empty(), 0)?;
+    /// let cpu = *online_cpus().last().unwrap();
+    /// let ran_on = Arc::new(Mutex::new(None));
+    /// let r = ran_on.clone();
+    /// let item = Work::new(move |_| {
+    ///     *r.lock().unwrap() = cmwq::current_worker().and_then(|w| w.cpu);
+    /// });
+    /// assert_eq!(wq.queue_on(cpu, &item), Ok(true));
+    /// item.flush();
+    /// // A per-CPU queue runs the item on the pool of the CPU asked for.
+    /// assert_eq!(*ran_on.lock().unwrap(), Some(cpu));
+    /// assert!(matches!(wq.queue_on(usize::MAX, &item), Err(Error::InvalidCpu { .. })));
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
         topology::check_cpu(cpu)?;
         Ok(self.queue_logged(Some(cpu), work))
+    }
+
+    /// Like [`queue_on`](Self::queue_on), with the queue's refusals as errors too:
+    /// `Err(Error::InvalidCpu)` for a CPU not in [`online_cpus()`](crate::online_cpus),
+    /// `Err(Error::Draining)` or `Err(Error::Destroyed)` if the queue refuses the item (left
+    /// not pending); `Ok(false)` only if it was already pending or is disabled.
+    pub fn try_queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
+        topology::check_cpu(cpu)?;
+        queue_work(&self.handle.shared, Some(cpu), work)
     }
 
     fn queue_logged(&self, cpu: Option<usize>, work: &Work) -> bool {
@@ -259,6 +460,26 @@ impl Workqueue {
     /// stops), stops its rescuer, releases its pools (joining the threads of unbound pools no
     /// other queue uses). Queueing through a leftover handle afterwards is refused and leaves
     /// the item not pending.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("destroy-example", WqFlags::UNBOUND, 0)?;
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// let r = runs.clone();
+    /// let item = Work::new(move |_| {
+    ///     r.fetch_add(1, Ordering::SeqCst);
+    /// });
+    /// wq.queue(&item);
+    /// let leftover = wq.clone();
+    /// wq.destroy(); // drains first: the queued item has run when it returns
+    /// assert_eq!(runs.load(Ordering::SeqCst), 1);
+    /// assert!(!leftover.queue(&item)); // refused from now on
+    /// assert!(!item.is_pending());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     ///
     /// # Panics
     ///
@@ -359,6 +580,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         flush_state: FlushState::default(),
         max_active: AtomicUsize::new(max_active),
         rescuer: Mutex::new(None),
+        panic_handler: Mutex::new(b.panic_handler),
     });
     let pools: Vec<Arc<pool::WorkerPool>> = match &attrs {
         Some(attrs) => vec![pool::get_unbound_pool(attrs)],
@@ -443,6 +665,11 @@ impl WqShared {
             }
         }
         Ok(())
+    }
+
+    /// A clone of the queue's panic handler, if it has one (and is not destroyed).
+    pub(crate) fn panic_handler(&self) -> Option<PanicHook> {
+        self.panic_handler.lock().clone()
     }
 
     pub(crate) fn pwqs(&self) -> &[PoolWorkqueue] {
@@ -625,4 +852,8 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     registry()
         .lock()
         .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(wq)));
+    // The handler is user code (its captures' `Drop` too): dropped here, with no lock held,
+    // unless a report in flight holds the last clone (it drops it unlocked as well).
+    let handler = wq.panic_handler.lock().take();
+    crate::pool::panic::contain_quiet(move || drop(handler));
 }

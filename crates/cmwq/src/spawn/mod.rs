@@ -42,7 +42,8 @@ impl Workqueue {
     /// [`is_refused`](JoinError::is_refused) holds.
     ///
     /// A panic in `f` is caught and handed to [`join`](WorkHandle::join) (or the future); it
-    /// is not reported to the hook of [`set_panic_hook`](crate::set_panic_hook), unless the
+    /// is not reported to the hook of [`set_panic_hook`](crate::set_panic_hook) (nor to the
+    /// queue's [`panic_handler`](crate::WorkqueueBuilder::panic_handler)), unless the
     /// handle had already been dropped when the panic was caught: then nobody can receive
     /// it, and it is reported like any work item's panic. (The standard library's own panic
     /// hook runs at the panic site, as for any panic, before cmwq sees it.)

@@ -1,4 +1,6 @@
-//! The timer clock behind delayed work, and a test clock to pause and advance it by hand.
+//! The timer clock behind delayed work, and a test clock to pause and advance it by hand
+//! ([`pause`], [`TestClock`]; with the `test-util` feature, which is what this module
+//! exports).
 //!
 //! (Layer: the timer service and its clock. Uses only `os/`-level facilities (threads, locks,
 //! the monotonic clock) and the crate root's `Error`. It knows nothing of work items or
@@ -9,4 +11,5 @@
 pub(crate) mod heap;
 pub(crate) mod timer;
 
+#[cfg(feature = "test-util")]
 pub use timer::{pause, TestClock};

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+#[cfg(feature = "test-util")]
+use parking_lot::MutexGuard;
+use parking_lot::{Condvar, Mutex};
 
 use crate::time::heap::{Handle, TimerHeap};
 use crate::Error;
@@ -87,11 +89,19 @@ pub(crate) fn now() -> Instant {
 /// dw.work().flush();
 /// assert!(!dw.is_pending());
 /// ```
+///
+/// Available with the `test-util` feature.
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub struct TestClock {
     _serial: MutexGuard<'static, ()>,
 }
 
 /// Pauses the timer clock (see [`TestClock`]).
+///
+/// Available with the `test-util` feature.
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub fn pause() -> TestClock {
     static SERIAL: Mutex<()> = Mutex::new(());
     let serial = SERIAL.lock();
@@ -107,6 +117,7 @@ pub fn pause() -> TestClock {
     TestClock { _serial: serial }
 }
 
+#[cfg(feature = "test-util")]
 impl TestClock {
     /// Moves time forward by `d` and queues every delayed item that became due, in deadline
     /// order, before returning.
@@ -134,6 +145,7 @@ impl TestClock {
     }
 }
 
+#[cfg(feature = "test-util")]
 impl Drop for TestClock {
     fn drop(&mut self) {
         {
@@ -254,7 +266,9 @@ pub(crate) struct TimerService<H: Timers> {
 
 /// What the clock and `destroy` call on the service, without knowing its client.
 trait Service: Sync {
+    #[cfg(feature = "test-util")]
     fn fire_due(&self);
+    #[cfg(feature = "test-util")]
     fn wake(&self);
     fn cancel_tagged(&self, tag: u64);
 }
@@ -421,10 +435,12 @@ impl<H: Timers> TimerService<H> {
 }
 
 impl<H: Timers> Service for TimerService<H> {
+    #[cfg(feature = "test-util")]
     fn fire_due(&self) {
         TimerService::fire_due(self)
     }
 
+    #[cfg(feature = "test-util")]
     fn wake(&self) {
         let _h = self.heap.lock();
         self.cv.notify_one();

@@ -117,6 +117,28 @@ impl Work {
     /// From inside the item itself it cannot wait for its own return: it cancels the pending
     /// instance, logs a warning and returns.
     ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use cmwq::{Work, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("cancel-sync-example", WqFlags::UNBOUND, 0)?;
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// let (r, w) = (runs.clone(), wq.clone());
+    /// // An item that queues itself again on every run, for ever.
+    /// let poller = Work::new(move |me| {
+    ///     r.fetch_add(1, Ordering::SeqCst);
+    ///     w.queue(me);
+    /// });
+    /// wq.queue(&poller);
+    /// poller.cancel_sync(); // stops it, and waits if it is running
+    /// assert!(!poller.is_pending());
+    /// let after = runs.load(Ordering::SeqCst);
+    /// wq.flush();
+    /// assert_eq!(runs.load(Ordering::SeqCst), after); // it never ran again
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    ///
     /// # Blocking
     ///
     /// May sleep; on a worker thread the sleep is reported to concurrency management.
@@ -129,6 +151,18 @@ impl Work {
 
     /// Cancels the item and increments its disable depth: queueing it does nothing until
     /// [`enable`](Self::enable) has been called as many times. Returns whether it was pending.
+    ///
+    /// ```
+    /// use cmwq::{system_wq, Work};
+    ///
+    /// let item = Work::new(|_| {});
+    /// item.disable();
+    /// assert!(!system_wq().queue(&item)); // disabled: queueing does nothing
+    /// assert!(!item.is_pending());
+    /// assert!(item.enable()); // depth back to zero
+    /// assert!(system_wq().queue(&item));
+    /// item.flush();
+    /// ```
     ///
     /// # Panics
     ///

@@ -117,6 +117,27 @@ impl<F: Fn(&DelayedWork) + Send + Sync + 'static> DelayedWorkItem for FnDelayed<
 
 /// A delayed work item: a [`Work`] with a timer. A cheap handle with identity; clones are the
 /// same item.
+///
+/// It is pending from the queueing call ([`Workqueue::queue_delayed`]) until it starts
+/// running: first on its timer, then on the queue.
+///
+/// ```
+/// use std::time::Duration;
+/// use cmwq::{DelayedWork, Workqueue, WqFlags};
+///
+/// let wq = Workqueue::new("delayed-example", WqFlags::UNBOUND, 0)?;
+/// let dw = DelayedWork::new(|_| println!("an hour later (or flushed)"));
+/// assert!(wq.queue_delayed(&dw, Duration::from_secs(3600)));
+/// assert!(dw.is_pending()); // armed
+/// assert!(!wq.queue_delayed(&dw, Duration::ZERO)); // already pending: left alone
+///
+/// assert!(dw.flush()); // fires the timer now and waits for the run
+/// assert!(!dw.is_pending());
+///
+/// wq.queue_delayed(&dw, Duration::from_secs(3600));
+/// assert!(dw.cancel()); // disarmed: it will not run
+/// # Ok::<(), cmwq::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct DelayedWork {
     item: Arc<dyn DelayedWorkItem>,
@@ -314,11 +335,25 @@ impl Workqueue {
     /// already pending (its timer is left alone) or disabled. A zero delay queues at once,
     /// without a timer; a delay too large for the clock (`Duration::MAX`) never fires: the item
     /// stays pending until cancelled or flushed.
+    ///
+    /// A queue that refuses the item (draining or destroyed) makes it return `false` too, with
+    /// a warning logged and the item left not pending; [`try_queue_delayed`](Self::try_queue_delayed)
+    /// reports that as an error.
     pub fn queue_delayed(&self, dw: &DelayedWork, delay: Duration) -> bool {
         logged(queue_delayed(self.shared(), None, dw, delay))
     }
 
-    /// Like [`queue_delayed`](Self::queue_delayed), to run on `cpu`.
+    /// Like [`queue_delayed`](Self::queue_delayed), with refusals as errors: `Ok(true)` if
+    /// armed (or queued, for a zero delay), `Ok(false)` if it was already pending or is
+    /// disabled, `Err(Error::Draining)` or `Err(Error::Destroyed)` if the queue refuses it
+    /// (the item is left not pending).
+    pub fn try_queue_delayed(&self, dw: &DelayedWork, delay: Duration) -> Result<bool, Error> {
+        queue_delayed(self.shared(), None, dw, delay)
+    }
+
+    /// Like [`queue_delayed`](Self::queue_delayed), to run on `cpu`. `Err(Error::InvalidCpu)`
+    /// for a CPU not in [`online_cpus()`](crate::online_cpus); a refusal by the queue is
+    /// `Ok(false)` (see [`try_queue_delayed_on`](Self::try_queue_delayed_on)).
     pub fn queue_delayed_on(
         &self,
         cpu: usize,
@@ -329,14 +364,54 @@ impl Workqueue {
         Ok(logged(queue_delayed(self.shared(), Some(cpu), dw, delay)))
     }
 
+    /// Like [`queue_delayed_on`](Self::queue_delayed_on), with the queue's refusals as errors
+    /// too (`Err(Error::Draining)`, `Err(Error::Destroyed)`; the item is left not pending).
+    pub fn try_queue_delayed_on(
+        &self,
+        cpu: usize,
+        dw: &DelayedWork,
+        delay: Duration,
+    ) -> Result<bool, Error> {
+        topology::check_cpu(cpu)?;
+        queue_delayed(self.shared(), Some(cpu), dw, delay)
+    }
+
     /// Re-arms `dw` with `delay` wherever it is (timer or queue), or arms it if idle. Returns
     /// `true` if it was pending (modified), `false` if it was idle (the kernel's inverted
     /// sense). A disabled item is left alone.
+    ///
+    /// A queue that refuses it (draining or destroyed) leaves the item not pending (an earlier
+    /// arming is cancelled) and logs a warning; see [`try_mod_delayed`](Self::try_mod_delayed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cmwq::{DelayedWork, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("mod-delayed-example", WqFlags::UNBOUND, 0)?;
+    /// let dw = DelayedWork::new(|_| println!("timeout handled"));
+    /// // Idle: mod_delayed arms it and returns false.
+    /// assert!(!wq.mod_delayed(&dw, Duration::from_secs(3600)));
+    /// // Pending: it moves the deadline (here to "now") and returns true.
+    /// assert!(wq.mod_delayed(&dw, Duration::ZERO));
+    /// dw.flush();
+    /// assert!(!dw.is_pending());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
     pub fn mod_delayed(&self, dw: &DelayedWork, delay: Duration) -> bool {
         logged(mod_delayed(self.shared(), None, dw, delay))
     }
 
-    /// Like [`mod_delayed`](Self::mod_delayed), to run on `cpu`.
+    /// Like [`mod_delayed`](Self::mod_delayed), with refusals as errors: `Ok(true)` if it was
+    /// pending (modified), `Ok(false)` if it was idle (now armed) or is disabled,
+    /// `Err(Error::Draining)` or `Err(Error::Destroyed)` if the queue refuses it (the item is
+    /// then left not pending, an earlier arming cancelled).
+    pub fn try_mod_delayed(&self, dw: &DelayedWork, delay: Duration) -> Result<bool, Error> {
+        mod_delayed(self.shared(), None, dw, delay)
+    }
+
+    /// Like [`mod_delayed`](Self::mod_delayed), to run on `cpu`. `Err(Error::InvalidCpu)` for
+    /// a CPU not in [`online_cpus()`](crate::online_cpus); a refusal by the queue is
+    /// `Ok(false)` (see [`try_mod_delayed_on`](Self::try_mod_delayed_on)).
     pub fn mod_delayed_on(
         &self,
         cpu: usize,
@@ -346,11 +421,29 @@ impl Workqueue {
         topology::check_cpu(cpu)?;
         Ok(logged(mod_delayed(self.shared(), Some(cpu), dw, delay)))
     }
+
+    /// Like [`mod_delayed_on`](Self::mod_delayed_on), with the queue's refusals as errors too
+    /// (`Err(Error::Draining)`, `Err(Error::Destroyed)`; the item is left not pending).
+    pub fn try_mod_delayed_on(
+        &self,
+        cpu: usize,
+        dw: &DelayedWork,
+        delay: Duration,
+    ) -> Result<bool, Error> {
+        topology::check_cpu(cpu)?;
+        mod_delayed(self.shared(), Some(cpu), dw, delay)
+    }
 }
 
 /// Queues `dw` on [`system_wq`](crate::system_wq) after `delay`.
 pub fn schedule_delayed_work(dw: &DelayedWork, delay: Duration) -> bool {
     crate::system_wq().queue_delayed(dw, delay)
+}
+
+/// Like [`schedule_delayed_work`], with refusals (the system queue is being drained) as
+/// errors; see [`Workqueue::try_queue_delayed`].
+pub fn try_schedule_delayed_work(dw: &DelayedWork, delay: Duration) -> Result<bool, Error> {
+    crate::system_wq().try_queue_delayed(dw, delay)
 }
 
 /// Queues `dw` on [`system_wq`](crate::system_wq) on `cpu` after `delay`.
@@ -360,4 +453,14 @@ pub fn schedule_delayed_work_on(
     delay: Duration,
 ) -> Result<bool, Error> {
     crate::system_wq().queue_delayed_on(cpu, dw, delay)
+}
+
+/// Like [`schedule_delayed_work_on`], with refusals as errors; see
+/// [`Workqueue::try_queue_delayed_on`].
+pub fn try_schedule_delayed_work_on(
+    cpu: usize,
+    dw: &DelayedWork,
+    delay: Duration,
+) -> Result<bool, Error> {
+    crate::system_wq().try_queue_delayed_on(cpu, dw, delay)
 }
