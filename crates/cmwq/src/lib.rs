@@ -51,6 +51,19 @@
 
 #![warn(missing_docs)]
 
+// cmwq is built on Linux interfaces: per-thread CPU affinity (`sched_setaffinity`), the
+// current CPU (`sched_getcpu`), per-thread CPU clocks and `/proc/self/task/*/stat` for
+// concurrency management, Linux thread names, and `SO_PEERCRED` for the control endpoint.
+// Android runs the Linux kernel and its libc (bionic) has every one of these calls, so it is
+// allowed (compile-checked, not tested); the other Unixes lack some of them.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+compile_error!(
+    "cmwq supports only Linux (and Android): its worker pools pin threads with \
+     sched_setaffinity, find the current CPU with sched_getcpu, watch workers through \
+     per-thread CPU clocks and /proc/self/task, and its control endpoint checks peers with \
+     SO_PEERCRED. There is no fallback for other operating systems."
+);
+
 mod cm;
 mod config;
 mod error;
@@ -64,6 +77,14 @@ mod work;
 
 #[doc = include_str!("CONCURRENCY.md")]
 pub mod protocol {}
+
+#[doc = include_str!("../DESIGN.md")]
+pub mod design {
+    // The document names items of the crate root ([`Work`], ...): bring them into scope so
+    // its links resolve here.
+    #[allow(unused_imports)]
+    use crate::*;
+}
 
 pub use cm::blocking;
 pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
