@@ -261,12 +261,7 @@ mod work;
 pub mod protocol {}
 
 #[doc = include_str!("../DESIGN.md")]
-pub mod design {
-    // The document names items of the crate root ([`Work`], ...): bring them into scope so
-    // its links resolve here.
-    #[allow(unused_imports)]
-    use crate::*;
-}
+pub mod design {}
 
 pub use cm::blocking;
 pub use config::{config, configure, fail_worker_creation, Config, SOFT_CAP_INTERVAL};
