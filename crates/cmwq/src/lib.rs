@@ -260,6 +260,9 @@ mod work;
 #[doc = include_str!("CONCURRENCY.md")]
 pub mod protocol {}
 
+// Rendered here, the document's link to CONCURRENCY.md goes to the `protocol` module: the
+// first definition of a link label wins, and this one comes before the document's own.
+#[doc = "[concurrency-md]: crate::protocol\n"]
 #[doc = include_str!("../DESIGN.md")]
 pub mod design {}
 
