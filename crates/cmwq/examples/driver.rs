@@ -5,10 +5,11 @@
 //! * The "interrupt handler" (here, the main thread) records an event and queues the bottom
 //!   half. While the bottom half is pending, queueing it again does nothing, so many
 //!   interrupts are served by few runs, each of which drains every recorded event.
-//! * The bottom half never runs on two workers at once, so it may take the events out of
-//!   the FIFO without racing another instance of itself.
-//! * The watchdog checks that the bottom half keeps up and re-arms itself;
-//!   `cancel_sync` stops it even though it re-arms from its own function.
+//! * The bottom half never runs on two workers at once, so its batches reach the ordered
+//!   queue in the order they left the FIFO: two instances running at once could interleave
+//!   their batches there.
+//! * The watchdog kicks the bottom half if events wait, and re-arms itself; `cancel_sync`
+//!   stops it even though it re-arms from its own function.
 //! * Events go to an ordered workqueue (one item at a time, in queueing order), so their
 //!   consumer sees them in order although the bottom half runs on any worker.
 //!

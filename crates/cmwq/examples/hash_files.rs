@@ -1,8 +1,9 @@
 //! A two-stage pipeline: read files on a per-CPU workqueue, hash them on the unbound one.
 //!
-//! Reading is waiting: each read is wrapped in [`cmwq::blocking`], so while one worker waits
-//! for the disk, concurrency management starts the next read on another worker of the same
-//! CPU. Hashing is CPU work: each read hands its bytes to [`cmwq::spawn`], which queues on
+//! Reading may wait for the disk: each read is wrapped in [`cmwq::blocking`], so while one
+//! worker waits, concurrency management starts the next read on another worker of the same
+//! CPU (without the hint, the pool's one running worker would hold the others back until
+//! the monitor noticed the sleep). Hashing is CPU work: each read hands its bytes to [`cmwq::spawn`], which queues on
 //! the unbound `system_dfl_wq` and so spreads the hashing over every CPU.
 //!
 //! The files are this crate's own sources, so the example needs nothing but itself. The
