@@ -52,9 +52,10 @@
 //!   in the kernel, queueing one item on two queues at once is allowed and voids it.)
 //!
 //! Clones of a `Work` are the same item. An item can also be embedded in your own struct
-//! ([`WorkField`] + [`WorkItem`], or [`DelayedWorkField`] + [`DelayedWorkItem`]), so that
-//! queueing it allocates nothing. [`spawn`](fn@spawn) and [`scope`](fn@scope), in contrast,
-//! make a fresh item for each closure and hand back its result.
+//! ([`WorkField`] + [`WorkItem`], or [`DelayedWorkField`] + [`DelayedWorkItem`]), as a kernel
+//! driver embeds a `work_struct`: the item then needs no allocation of its own, and queueing
+//! an existing item never allocates. [`spawn`](fn@spawn) and [`scope`](fn@scope), in
+//! contrast, make a fresh item for each closure and hand back its result.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,7 +106,8 @@
 //! A per-CPU pool keeps exactly one of its workers running while it has work: its items run
 //! one after the other on that worker, and its CPU is never shared between two of them. When
 //! the running worker blocks, the pool starts the next item on another worker, so a sleeping
-//! item never holds up the rest; when it wakes, the pool is back to one runner. The kernel
+//! item never holds up the rest; when it wakes, the other worker takes no new item after its
+//! current one, and the pool is back to one runner. The kernel
 //! learns of the sleep from its scheduler. User space has no such hook, so an item that is
 //! about to block says so with [`blocking`]; a monitor thread also notices unannounced
 //! sleeps, but only after a few milliseconds.
