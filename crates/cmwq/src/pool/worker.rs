@@ -178,6 +178,11 @@ pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, 
         loop {
             let w = g.worker(id);
             if w.die {
+                // Killed while busy (`stop_workers` kills every live worker), it has entered
+                // idle since: leave again, or the idle list keeps an id whose slot is gone.
+                if w.idle {
+                    g.worker_leave_idle(id);
+                }
                 g.workers[id] = None;
                 return;
             }
