@@ -4,46 +4,23 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc};
 
 use cmwq::{online_cpus, Work, Workqueue, WqFlags};
 use common::{
-    call_while_running, counting_item, unique, wait_until, with_deadline, Blocker, DEADLINE,
+    call_while_running, counting_item, global_hook, unique, wait_until, with_deadline, Blocker,
+    DEADLINE,
 };
 
-/// (workqueue name, message) of every reported panic.
-static REPORTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-
-fn install_hook() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        cmwq::set_panic_hook(|p: &cmwq::WorkPanic| {
-            REPORTS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((p.workqueue.clone(), p.message.clone()));
-        });
-    });
-}
-
-fn reports_for(wq: &str) -> Vec<String> {
-    REPORTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|(w, _)| w == wq)
-        .map(|(_, m)| m.clone())
-        .collect()
-}
-
+/// The messages reported for `wq`, once there are `n` of them (or the deadline passed).
 fn wait_reports(wq: &str, n: usize) -> Vec<String> {
-    wait_until(DEADLINE, || reports_for(wq).len() >= n);
-    reports_for(wq)
+    wait_until(DEADLINE, || global_hook::reports_for(wq).len() >= n);
+    global_hook::reports_for(wq)
 }
 
 #[test]
 fn panic_is_reported_with_the_workqueue_name() {
-    install_hook();
+    global_hook::install();
     let name = unique("pn-report");
     let wq = Workqueue::new(&name, WqFlags::empty(), 0).unwrap();
     let item = Work::new(|_| panic!("boom-formatted-{}", 42));
@@ -69,7 +46,7 @@ fn panic_is_reported_with_the_workqueue_name() {
 
 #[test]
 fn panic_report_names_unbound_and_ordered_workqueues() {
-    install_hook();
+    global_hook::install();
     for wq in [
         Workqueue::new(&unique("pn-unb"), WqFlags::UNBOUND, 0).unwrap(),
         Workqueue::ordered(&unique("pn-ord"), WqFlags::empty()).unwrap(),
@@ -88,7 +65,7 @@ fn panic_report_names_unbound_and_ordered_workqueues() {
 /// concurrency slot per panic would show).
 #[test]
 fn pool_stays_healthy_after_panics() {
-    install_hook();
+    global_hook::install();
     for flags in [WqFlags::empty(), WqFlags::UNBOUND] {
         let name = unique("pn-health");
         let wq = Workqueue::new(&name, flags, 1).unwrap();
@@ -119,7 +96,7 @@ fn block_then_panic() -> Blocker {
 
 #[test]
 fn flush_waiting_on_a_panicking_item_returns() {
-    install_hook();
+    global_hook::install();
     let wq = Workqueue::new(&unique("pn-flush"), WqFlags::empty(), 0).unwrap();
     let b = block_then_panic();
     let rx = call_while_running(&wq, &b, Work::flush);
@@ -150,7 +127,7 @@ fn flush_waiting_on_a_panicking_item_returns() {
 
 #[test]
 fn cancel_sync_waiting_on_a_panicking_item_returns() {
-    install_hook();
+    global_hook::install();
     let wq = Workqueue::new(&unique("pn-cancel"), WqFlags::UNBOUND, 0).unwrap();
     let b = block_then_panic();
     let rx = call_while_running(&wq, &b, Work::cancel_sync);
@@ -172,7 +149,7 @@ fn cancel_sync_waiting_on_a_panicking_item_returns() {
 
 #[test]
 fn panicking_item_can_requeue_and_run_again() {
-    install_hook();
+    global_hook::install();
     let wq = Workqueue::new(&unique("pn-again"), WqFlags::empty(), 0).unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let item = {

@@ -8,32 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cmwq::{Work, WorkField, WorkItem, WorkPanic, Workqueue, WqFlags};
-use common::{unique, wait_for, with_deadline, Latch};
-
-/// (workqueue, function, message) of every panic the global hook got.
-static GLOBAL: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-
-fn install_global_hook() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        cmwq::set_panic_hook(|p: &WorkPanic| {
-            GLOBAL
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((p.workqueue.clone(), p.message.clone()));
-        });
-    });
-}
-
-fn global_for(wq: &str) -> Vec<String> {
-    GLOBAL
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|(w, _)| w == wq)
-        .map(|(_, m)| m.clone())
-        .collect()
-}
+use common::{global_hook, unique, wait_for, with_deadline, Latch};
 
 type Seen = Arc<Mutex<Vec<WorkPanic>>>;
 
@@ -83,7 +58,7 @@ fn flush(item: &Work) {
 
 #[test]
 fn handler_gets_its_queues_panic_with_function_and_queue() {
-    install_global_hook();
+    global_hook::install();
     let name = unique("ph-own");
     let (b, reports) = recording(&name);
     let wq = b.build().unwrap();
@@ -97,14 +72,14 @@ fn handler_gets_its_queues_panic_with_function_and_queue() {
     assert_eq!(got[0].function, "bomb_fn");
     assert_eq!(got[0].message, "bomb went off");
     assert!(
-        global_for(&name).is_empty(),
+        global_hook::reports_for(&name).is_empty(),
         "the global hook got a panic of a queue with a handler"
     );
 }
 
 #[test]
 fn other_queues_still_go_to_the_global_hook() {
-    install_global_hook();
+    global_hook::install();
     let own = unique("ph-with");
     let plain = unique("ph-without");
     let (b, reports) = recording(&own);
@@ -116,16 +91,16 @@ fn other_queues_still_go_to_the_global_hook() {
     flush(&a);
     flush(&c);
     wait_for("both reports", || {
-        !seen(&reports).is_empty() && !global_for(&plain).is_empty()
+        !seen(&reports).is_empty() && !global_hook::reports_for(&plain).is_empty()
     });
     assert!(seen(&reports).iter().all(|p| p.workqueue == own));
-    assert!(global_for(&own).is_empty());
-    assert_eq!(global_for(&plain), ["bomb went off"]);
+    assert!(global_hook::reports_for(&own).is_empty());
+    assert_eq!(global_hook::reports_for(&plain), ["bomb went off"]);
 }
 
 #[test]
 fn drop_panic_of_an_item_goes_to_the_handler() {
-    install_global_hook();
+    global_hook::install();
     struct PanicOnDrop;
     impl Drop for PanicOnDrop {
         fn drop(&mut self) {
@@ -151,13 +126,13 @@ fn drop_panic_of_an_item_goes_to_the_handler() {
     go.open();
     wait_for("the Drop panic's report", || !seen(&reports).is_empty());
     assert!(seen(&reports)[0].message.contains("drop went off"));
-    assert!(global_for(&name).is_empty());
+    assert!(global_hook::reports_for(&name).is_empty());
     wq.destroy();
 }
 
 #[test]
 fn panicking_handler_leaves_the_pool_working() {
-    install_global_hook();
+    global_hook::install();
     let name = unique("ph-bad-handler");
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
@@ -180,13 +155,13 @@ fn panicking_handler_leaves_the_pool_working() {
         flush(&next);
         assert_eq!(runs.load(Ordering::SeqCst), 1, "round {round}");
     }
-    assert!(global_for(&name).is_empty());
+    assert!(global_hook::reports_for(&name).is_empty());
     with_deadline("destroy", move || wq.destroy());
 }
 
 #[test]
 fn handler_may_queue_work_on_its_own_queue() {
-    install_global_hook();
+    global_hook::install();
     let name = unique("ph-requeue");
     let (follow, runs) = common::counting_item();
     let wq_slot: Arc<OnceLock<Workqueue>> = Arc::default();
@@ -254,7 +229,7 @@ fn builder_stays_clone_and_debug() {
 /// a panic nobody can receive (the handle was dropped) is reported to it, as to the hook.
 #[test]
 fn spawn_panic_goes_to_the_handle_unless_detached() {
-    install_global_hook();
+    global_hook::install();
     let name = unique("ph-spawn");
     let (b, reports) = recording(&name);
     let wq = b.flags(WqFlags::UNBOUND).build().unwrap();
@@ -282,14 +257,14 @@ fn spawn_panic_goes_to_the_handle_unless_detached() {
         ["detached panic"],
         "the joined panic must not be reported"
     );
-    assert!(global_for(&name).is_empty());
+    assert!(global_hook::reports_for(&name).is_empty());
 }
 
 /// Decision: a scoped item's panic belongs to the scope (its handle, or the scope re-raises
 /// it); the handler never sees it.
 #[test]
 fn scope_panics_belong_to_the_scope() {
-    install_global_hook();
+    global_hook::install();
     let name = unique("ph-scope");
     let (b, reports) = recording(&name);
     let wq = b.flags(WqFlags::UNBOUND).build().unwrap();
@@ -310,5 +285,5 @@ fn scope_panics_belong_to_the_scope() {
         move || wq.flush()
     });
     assert!(seen(&reports).is_empty(), "{:?}", seen(&reports));
-    assert!(global_for(&name).is_empty());
+    assert!(global_hook::reports_for(&name).is_empty());
 }

@@ -493,3 +493,36 @@ pub fn thread_waker() -> (Arc<ThreadWaker>, std::task::Waker) {
     });
     (w.clone(), std::task::Waker::from(w))
 }
+
+/// A global panic hook that records `(workqueue, message)` of every report, installed once per
+/// test binary; tests read back the reports of their own (uniquely named) queues.
+#[allow(dead_code)]
+pub mod global_hook {
+    use std::sync::{Mutex, OnceLock};
+
+    static REPORTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    /// Installs the recording hook (once; later calls do nothing).
+    pub fn install() {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            cmwq::set_panic_hook(|p: &cmwq::WorkPanic| {
+                REPORTS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((p.workqueue.clone(), p.message.clone()));
+            });
+        });
+    }
+
+    /// The messages reported so far for workqueue `wq`.
+    pub fn reports_for(wq: &str) -> Vec<String> {
+        REPORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(w, _)| w == wq)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+}
