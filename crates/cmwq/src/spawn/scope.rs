@@ -47,7 +47,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::pool::panic::drop_payload;
 use crate::spawn::handle::{JoinError, WorkHandle};
-use crate::spawn::task::{spawn_on, Payload};
+use crate::spawn::task::{spawn_at, Payload};
 use crate::Workqueue;
 
 /// A scope made by [`scope`](crate::scope) or [`Workqueue::scope`]: spawn items that
@@ -189,6 +189,25 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        self.spawn_at(None, f)
+    }
+
+    /// [`spawn`](Self::spawn), queued on `cpu` of the scope's queue (as
+    /// [`Workqueue::try_queue_on`]); for the crate's per-CPU helpers (`queue::percpu`). A CPU
+    /// not online is a refusal, seen in [`ScopedHandle::join`].
+    pub(crate) fn spawn_on_cpu<F, T>(&'scope self, cpu: usize, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.spawn_at(Some(cpu), f)
+    }
+
+    fn spawn_at<F, T>(&'scope self, cpu: Option<usize>, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
         let packet = Arc::new(Packet {
             state: Mutex::new(PacketState {
                 result: None,
@@ -216,7 +235,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             )
         };
         ScopedHandle {
-            inner: spawn_on(self.wq, boxed),
+            inner: spawn_at(self.wq, cpu, boxed),
             packet: PacketRef(packet),
             _scope: PhantomData,
         }
