@@ -303,3 +303,4 @@ pub use work::delayed::{
     try_schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };
 pub use work::item::{StaticWork, Work, WorkBusy, WorkField, WorkItem};
+pub use work::static_delayed::StaticDelayedWork;
