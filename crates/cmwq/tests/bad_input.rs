@@ -109,6 +109,10 @@ fn queue_node_with_a_node_that_does_not_exist_is_an_error_and_queues_nothing() {
     let node = 1 << 20;
     for wq in [cmwq::system_wq(), cmwq::system_unbound_wq()] {
         assert_eq!(wq.queue_node(node, &item), Err(Error::InvalidNode { node }));
+        assert_eq!(
+            wq.try_queue_node(node, &item),
+            Err(Error::InvalidNode { node })
+        );
         assert!(!item.is_pending());
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0);

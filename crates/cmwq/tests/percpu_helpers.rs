@@ -284,3 +284,25 @@ fn queue_node_rejects_a_node_that_does_not_exist_and_queues_nothing() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn try_queue_node_reports_a_refusal_that_queue_node_logs() {
+    for flags in [WqFlags::PERCPU, WqFlags::UNBOUND] {
+        let wq = Workqueue::new(&unique("node-refused"), flags, 0).unwrap();
+        let leftover = wq.clone();
+        with_deadline("destroy", move || wq.destroy());
+        let (item, runs) = common::counting_item();
+        assert_eq!(leftover.queue_node(0, &item), Ok(false));
+        assert!(matches!(
+            leftover.try_queue_node(0, &item),
+            Err(Error::Destroyed { .. })
+        ));
+        let node = 1 << 20;
+        assert_eq!(
+            leftover.try_queue_node(node, &item),
+            Err(Error::InvalidNode { node })
+        );
+        assert!(!item.is_pending());
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+}

@@ -3,12 +3,21 @@
 //! `queue_work_node`).
 //!
 //! The first two are clients of the spawn layer's scopes (`spawn/scope.rs`): each call is a
-//! scope whose items are queued on a given CPU, so a closure may borrow from the caller's
-//! stack, its result comes back through the scoped handle, and its panic is re-raised on the
-//! caller. They are sound for the reason every scope is (the module docs of `spawn/scope.rs`):
-//! the scope returns, normally or by unwinding, only after every item it spawned has run or
-//! been dropped, so nothing borrowed is touched after the call returns. Both wait for their
-//! items even when one panics, as the kernel's versions wait for theirs.
+//! scope whose items are queued on a given CPU (`Scope::spawn_on_cpu`), so a closure may
+//! borrow from the caller's stack, its result comes back through the scoped handle, and its
+//! panic is re-raised on the caller. Both wait for their items even when one panics, as the
+//! kernel's versions wait for theirs.
+//!
+//! # Why borrowing is sound
+//!
+//! This file has no `unsafe`: the one lifetime erasure is in `Scope::spawn_at`, and its
+//! argument (the module docs of `spawn/scope.rs`) holds here unchanged. The scope returns,
+//! normally or by unwinding, only after every item it spawned has run or been dropped, and
+//! queueing on a given CPU changes none of the ways an item can end: it runs, or a refusal
+//! (an invalid CPU included) drops it unrun before `spawn_on_cpu` returns. Nobody else holds
+//! the items' handles, so none is cancelled. A panic in a closure is caught in its item and
+//! re-raised here from inside the scope's closure, which the scope catches, waits for its
+//! items, and re-raises: no unwinding path skips the wait.
 
 use std::panic::resume_unwind;
 use std::sync::OnceLock;
@@ -37,8 +46,9 @@ use crate::{Error, Work};
 ///    rescuer runs the item.
 ///
 /// What can still hang is what would hang in the kernel: a closure that waits for something
-/// the caller holds (a lock, a channel it never sends on), or nesting deeper than
-/// `max_active` on one CPU.
+/// the caller holds (a lock, a channel it never sends on), nesting deeper than `max_active`
+/// on one CPU, or nesting while no worker can be created (the rescuer runs one item at a
+/// time, and the outer closure holds it).
 fn work_on_cpu_wq() -> &'static Workqueue {
     static WQ: OnceLock<Workqueue> = OnceLock::new();
     WQ.get_or_init(|| {
@@ -207,21 +217,35 @@ impl Workqueue {
     /// assert!(system_wq().queue_node(1 << 20, &item).is_err());
     /// ```
     pub fn queue_node(&self, node: usize, work: &Work) -> Result<bool, Error> {
-        let cpus = node_cpus(node).ok_or(Error::InvalidNode { node })?;
-        if self.flags().contains(WqFlags::UNBOUND) {
-            return Ok(self.queue(work));
-        }
-        let here = topology::current_cpu();
-        let online = |cpu: &usize| topology::cpus().index_of(*cpu).is_some();
-        let cpu = if cpus.contains(&here) && online(&here) {
-            Some(here)
-        } else {
-            cpus.iter().copied().find(online)
-        };
-        match cpu {
+        match self.node_cpu(node)? {
             Some(cpu) => self.queue_on(cpu, work),
             None => Ok(self.queue(work)),
         }
+    }
+
+    /// Like [`queue_node`](Self::queue_node), with the queue's refusals as errors too
+    /// (`Err(Error::Draining)`, `Err(Error::Destroyed)`; the item is left not pending), as
+    /// [`try_queue_on`](Self::try_queue_on).
+    pub fn try_queue_node(&self, node: usize, work: &Work) -> Result<bool, Error> {
+        match self.node_cpu(node)? {
+            Some(cpu) => self.try_queue_on(cpu, work),
+            None => self.try_queue(work),
+        }
+    }
+
+    /// The CPU `queue_node` queues on (`None`: as `queue`), or `Err(InvalidNode)`.
+    fn node_cpu(&self, node: usize) -> Result<Option<usize>, Error> {
+        let cpus = node_cpus(node).ok_or(Error::InvalidNode { node })?;
+        if self.flags().contains(WqFlags::UNBOUND) {
+            return Ok(None);
+        }
+        let here = topology::current_cpu();
+        let online = |cpu: &usize| topology::cpus().index_of(*cpu).is_some();
+        Ok(if cpus.contains(&here) && online(&here) {
+            Some(here)
+        } else {
+            cpus.iter().copied().find(online)
+        })
     }
 }
 

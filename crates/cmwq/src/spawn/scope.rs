@@ -15,7 +15,8 @@
 //!    job ends, its `Drop` runs: it **ran** (the box is consumed by the call; the job drops at
 //!    the end of [`ScopedJob::run`]); it was **cancelled** ([`ScopedHandle::cancel`] moves the
 //!    item's stage to cancelled and drops the box unrun); it was **refused** by the queue
-//!    (`spawn_on` drops the box unrun before returning); or the engine dropped the item
+//!    (`spawn_at` drops the box unrun before returning, whether it queued with `try_queue`
+//!    or, for `spawn_on_cpu`, `try_queue_on`); or the engine dropped the item
 //!    without running it (the last `Arc` drops the box). A job that is never dropped (an
 //!    item that never runs, e.g. on an ordered queue blocked forever) makes the scope wait
 //!    forever, which is a hang, not a use after free.
