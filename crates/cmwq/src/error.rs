@@ -15,6 +15,11 @@ pub enum Error {
         /// The CPU id that was asked for.
         cpu: usize,
     },
+    /// The NUMA node does not exist ([`Workqueue::queue_node`](crate::Workqueue::queue_node)).
+    InvalidNode {
+        /// The node id that was asked for.
+        node: usize,
+    },
     /// `max_active` was above [`WQ_MAX_ACTIVE`](crate::WQ_MAX_ACTIVE).
     InvalidMaxActive {
         /// The value that was asked for.
@@ -80,6 +85,7 @@ impl fmt::Display for Error {
             Error::InvalidCpu { cpu } => {
                 write!(f, "cpu {cpu} is not in this process's CPU affinity mask")
             }
+            Error::InvalidNode { node } => write!(f, "NUMA node {node} does not exist"),
             Error::InvalidMaxActive { max_active, max } => write!(
                 f,
                 "max_active {max_active} is out of range (0 for the default, or 1..={max})"
@@ -132,6 +138,7 @@ mod tests {
                 Error::InvalidCpu { cpu: 7 },
                 "cpu 7 is not in this process's CPU affinity mask",
             ),
+            (Error::InvalidNode { node: 9 }, "NUMA node 9 does not exist"),
             (
                 Error::InvalidMaxActive { max_active: 5000, max: 2048 },
                 "max_active 5000 is out of range (0 for the default, or 1..=2048)",

@@ -193,16 +193,18 @@
 //! | kernel | cmwq |
 //! |---|---|
 //! | `struct work_struct`, `INIT_WORK` | [`Work`], [`Work::new`], [`WorkField`] + [`WorkItem`] for embedding |
-//! | `DECLARE_WORK` | [`StaticWork`] |
+//! | `DECLARE_WORK`, `DECLARE_DELAYED_WORK` | [`StaticWork`], [`StaticDelayedWork`] |
 //! | `alloc_workqueue(name, flags, max_active)` | [`Workqueue::new`], [`Workqueue::builder`] |
 //! | `alloc_ordered_workqueue` | [`Workqueue::ordered`] |
 //! | `destroy_workqueue` | [`Workqueue::destroy`] (or drop the last handle) |
 //! | `WQ_UNBOUND`, `WQ_HIGHPRI`, ... | [`WqFlags::UNBOUND`], [`WqFlags::HIGHPRI`], ... |
 //! | `queue_work`, `queue_work_on` | [`Workqueue::queue`], [`Workqueue::queue_on`] |
 //! | `schedule_work`, `schedule_work_on` | [`schedule_work`], [`schedule_work_on`] |
+//! | `queue_work_node` | [`Workqueue::queue_node`] |
+//! | `work_on_cpu`, `schedule_on_each_cpu` | [`work_on_cpu`], [`schedule_on_each_cpu`] |
 //! | `flush_work`, `flush_workqueue`, `drain_workqueue` | [`Work::flush`], [`Workqueue::flush`], [`Workqueue::drain`] |
 //! | `cancel_work`, `cancel_work_sync` | [`Work::cancel`], [`Work::cancel_sync`] |
-//! | `disable_work[_sync]`, `enable_work` | [`Work::disable`], [`Work::disable_sync`], [`Work::enable`] |
+//! | `disable_work[_sync]`, `enable_work`, `enable_and_queue_work` | [`Work::disable`], [`Work::disable_sync`], [`Work::enable`], [`Workqueue::enable_and_queue`] |
 //! | `work_pending`, `work_busy` | [`Work::is_pending`], [`Work::busy`] |
 //! | `workqueue_set_max_active` | [`Workqueue::set_max_active`] |
 //! | `current_work()` | [`current_work`] |
@@ -287,6 +289,7 @@ pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
+pub use queue::percpu::{schedule_on_each_cpu, work_on_cpu};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,
     system_freezable_wq, system_highpri_wq, system_long_wq, system_percpu_wq,
@@ -302,3 +305,4 @@ pub use work::delayed::{
     try_schedule_delayed_work_on, DelayedWork, DelayedWorkField, DelayedWorkItem,
 };
 pub use work::item::{StaticWork, Work, WorkBusy, WorkField, WorkItem};
+pub use work::static_delayed::StaticDelayedWork;

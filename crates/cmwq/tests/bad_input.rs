@@ -94,7 +94,28 @@ fn calls_with_an_offline_cpu_are_errors_and_queue_nothing() {
         wq.mod_delayed_on(cpu, &dw, d),
         Err(Error::InvalidCpu { cpu })
     );
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    assert_eq!(
+        cmwq::work_on_cpu(cpu, || ran.store(true, Ordering::SeqCst)),
+        Err(Error::InvalidCpu { cpu })
+    );
+    assert!(!ran.load(Ordering::SeqCst), "work_on_cpu ran nothing");
     assert!(!item.is_pending() && !dw.is_pending());
+}
+
+#[test]
+fn queue_node_with_a_node_that_does_not_exist_is_an_error_and_queues_nothing() {
+    let (item, runs) = counting_item();
+    let node = 1 << 20;
+    for wq in [cmwq::system_wq(), cmwq::system_unbound_wq()] {
+        assert_eq!(wq.queue_node(node, &item), Err(Error::InvalidNode { node }));
+        assert_eq!(
+            wq.try_queue_node(node, &item),
+            Err(Error::InvalidNode { node })
+        );
+        assert!(!item.is_pending());
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -204,6 +225,12 @@ fn enable_without_disable_panics_and_leaves_the_item_usable() {
         "enable of an item that is not disabled is a bug"
     );
     assert!(!item.is_pending());
+    let i3 = item.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        cmwq::system_wq().enable_and_queue(&i3)
+    }));
+    assert!(r.is_err(), "enable_and_queue panics as enable does");
+    assert!(!item.is_pending(), "and queues nothing");
     assert!(cmwq::system_wq().queue(&item));
     item.flush();
     assert_eq!(runs.load(Ordering::SeqCst), 1);

@@ -15,7 +15,8 @@
 //!    job ends, its `Drop` runs: it **ran** (the box is consumed by the call; the job drops at
 //!    the end of [`ScopedJob::run`]); it was **cancelled** ([`ScopedHandle::cancel`] moves the
 //!    item's stage to cancelled and drops the box unrun); it was **refused** by the queue
-//!    (`spawn_on` drops the box unrun before returning); or the engine dropped the item
+//!    (`spawn_at` drops the box unrun before returning, whether it queued with `try_queue`
+//!    or, for `spawn_on_cpu`, `try_queue_on`); or the engine dropped the item
 //!    without running it (the last `Arc` drops the box). A job that is never dropped (an
 //!    item that never runs, e.g. on an ordered queue blocked forever) makes the scope wait
 //!    forever, which is a hang, not a use after free.
@@ -47,7 +48,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::pool::panic::drop_payload;
 use crate::spawn::handle::{JoinError, WorkHandle};
-use crate::spawn::task::{spawn_on, Payload};
+use crate::spawn::task::{spawn_at, Payload};
 use crate::Workqueue;
 
 /// A scope made by [`scope`](crate::scope) or [`Workqueue::scope`]: spawn items that
@@ -189,6 +190,25 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        self.spawn_at(None, f)
+    }
+
+    /// [`spawn`](Self::spawn), queued on `cpu` of the scope's queue (as
+    /// [`Workqueue::try_queue_on`]); for the crate's per-CPU helpers (`queue::percpu`). A CPU
+    /// not online is a refusal, seen in [`ScopedHandle::join`].
+    pub(crate) fn spawn_on_cpu<F, T>(&'scope self, cpu: usize, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        self.spawn_at(Some(cpu), f)
+    }
+
+    fn spawn_at<F, T>(&'scope self, cpu: Option<usize>, f: F) -> ScopedHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
         let packet = Arc::new(Packet {
             state: Mutex::new(PacketState {
                 result: None,
@@ -216,7 +236,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             )
         };
         ScopedHandle {
-            inner: spawn_on(self.wq, boxed),
+            inner: spawn_at(self.wq, cpu, boxed),
             packet: PacketRef(packet),
             _scope: PhantomData,
         }

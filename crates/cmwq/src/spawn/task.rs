@@ -1,7 +1,7 @@
 //! The spawned item: one allocation (an `Arc<Task<F, T>>`) holding the engine's
 //! [`WorkField`], the closure and the result slot.
 //!
-//! The item is queued once, by [`spawn_on`]; nobody outside this layer gets its [`Work`]
+//! The item is queued once, by [`spawn_on`] (or [`spawn_at`], on a given CPU); nobody outside this layer gets its [`Work`]
 //! except the closure itself (through [`current_work`](crate::current_work)), so the only
 //! ways it leaves the queue are a run, the handle's cancel, or a refusal at queueing time.
 
@@ -210,6 +210,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    spawn_at(wq, None, f)
+}
+
+/// [`spawn_on`], queued on `cpu` ([`Workqueue::try_queue_on`]) when one is given, else as
+/// [`Workqueue::try_queue`]. An invalid CPU is a refusal like any other.
+pub(crate) fn spawn_at<F, T>(wq: &Workqueue, cpu: Option<usize>, f: F) -> WorkHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     let task = Arc::new(Task {
         field: WorkField::new(),
         slot: Slot::new(),
@@ -217,7 +227,11 @@ where
     });
     // A second handle on the same allocation: no allocation.
     let work = Work::from_arc(task.clone());
-    let refusal = match wq.try_queue(&work) {
+    let queued = match cpu {
+        None => wq.try_queue(&work),
+        Some(cpu) => wq.try_queue_on(cpu, &work),
+    };
+    let refusal = match queued {
         Ok(true) => None,
         // A fresh item cannot be pending or disabled; treat the impossible as a refusal
         // rather than leave a handle that never finishes.

@@ -213,3 +213,36 @@ impl Work {
         let _ = flush_work(self, true);
     }
 }
+
+impl crate::Workqueue {
+    /// Enables `work` ([`Work::enable`]) and, if that brought its disable depth to zero,
+    /// queues it on this queue ([`queue`](Self::queue)): the kernel's
+    /// `enable_and_queue_work`, for an item that must run once it is allowed to, because
+    /// events may have come while it was disabled.
+    ///
+    /// Returns what `queue` returned, or `false` (nothing queued) if the item is still
+    /// disabled. The kernel returns `true` whenever the depth reached zero; the answers differ
+    /// only when the item was queued by someone else in between or the queue refused it
+    /// (draining or destroyed), where this says `false`. As in the kernel, the item is queued
+    /// whenever the depth reaches zero, whether or not anything happened while it was
+    /// disabled.
+    ///
+    /// ```
+    /// use cmwq::{system_wq, Work};
+    ///
+    /// let tx = Work::new(|_| println!("send what queued up"));
+    /// tx.disable();
+    /// tx.disable();
+    /// assert!(!system_wq().enable_and_queue(&tx)); // depth 2 -> 1: still disabled
+    /// assert!(!tx.is_pending());
+    /// assert!(system_wq().enable_and_queue(&tx)); // depth 1 -> 0: queued
+    /// tx.flush();
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the item is not disabled, as [`Work::enable`].
+    pub fn enable_and_queue(&self, work: &Work) -> bool {
+        work.enable() && self.queue(work)
+    }
+}

@@ -30,6 +30,16 @@ pub struct DelayedWorkField {
 
 impl DelayedWorkField {
     /// A new, idle field.
+    #[cfg(not(cmwq_loom))]
+    pub const fn new() -> Self {
+        DelayedWorkField {
+            work: WorkField::new(),
+            timer: TimerField::new(),
+        }
+    }
+
+    /// A new, idle field (not `const` in loom model builds, as [`WorkField::new`]).
+    #[cfg(cmwq_loom)]
     pub fn new() -> Self {
         DelayedWorkField {
             work: WorkField::new(),
