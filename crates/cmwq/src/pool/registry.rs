@@ -84,10 +84,16 @@ pub(crate) fn all_pools() -> Vec<Arc<WorkerPool>> {
         .collect()
 }
 
-/// The pool with this id, if it still exists.
+/// The pool with this id, if it still exists. Per-CPU pools (ids `0..2 * CPUs`, normal then
+/// high priority per CPU) are found without the registry lock: the queue path asks for an
+/// item's last pool whenever the item moves between pools (`queue_on` round-robin), and a
+/// shared reader count would be a write to one cache line from every queueing thread.
 pub(crate) fn pool_by_id(id: u32) -> Option<Arc<WorkerPool>> {
-    pools()
-        .registry
+    let p = pools();
+    if let Some(pair) = p.per_cpu.get(id as usize / 2) {
+        return Some(pair[id as usize % 2].clone());
+    }
+    p.registry
         .read()
         .by_id
         .get(id as usize)
@@ -138,6 +144,28 @@ pub(crate) fn put_unbound_pool(pool: &Arc<WorkerPool>) {
     for j in joins {
         if j.thread().id() != me {
             let _ = j.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cpu_pools_are_found_by_id_without_the_registry() {
+        for (idx, _) in topology::cpus().list.iter().enumerate() {
+            for highpri in [false, true] {
+                let pool = per_cpu_pool(idx, highpri);
+                let found = pool_by_id(pool.id).expect("per-CPU pools live for ever");
+                assert!(Arc::ptr_eq(&pool, &found));
+                assert_eq!(found.highpri, highpri);
+            }
+        }
+        // The first id past the per-CPU pools goes through the registry.
+        let past = 2 * topology::cpus().list.len() as u32;
+        if let Some(pool) = pool_by_id(past) {
+            assert!(pool.is_unbound());
         }
     }
 }
