@@ -113,6 +113,9 @@ pub(crate) struct PoolLocked {
     pub(crate) nr_hinted: usize,
     pub(crate) nr_workers: usize,
     pub(crate) nr_idle: usize,
+    /// Workers that ran out of items and look for more for a few µs before going idle
+    /// (`pool::worker`): while one does, a queued item needs no wake-up.
+    pub(crate) nr_spinning: usize,
     /// Some thread holds the manager role (is creating a worker).
     pub(crate) manager_active: bool,
     /// The pwqs mapped to this pool, by slot.
@@ -411,6 +414,7 @@ impl PoolLocked {
         // No lost wake-up: while work waits that needs a worker, an idle worker has been told
         // to wake (checked as a worker goes idle: it must not sleep on such work).
         if need_more_worker(self.counters())
+            && self.nr_spinning == 0
             && !self.idle.is_empty()
             && !self
                 .idle
@@ -456,6 +460,10 @@ pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
     if !need_more_worker(g.counters()) {
         return Kick::Nothing;
     }
+    if g.nr_spinning > 0 {
+        // A worker that just ran out of items is looking for more: it takes this one.
+        return Kick::Nothing;
+    }
     if let Some(&id) = g.idle.last() {
         g.wake_worker(id);
         Kick::Woke
@@ -491,6 +499,7 @@ impl WorkerPool {
                 nr_hinted: 0,
                 nr_workers: 0,
                 nr_idle: 0,
+                nr_spinning: 0,
                 manager_active: false,
                 pwqs: Vec::new(),
                 free_slots: Vec::new(),
