@@ -283,10 +283,12 @@ pub use observe::dump::{show_all_workqueues, show_workqueues};
 pub use observe::prometheus::prometheus_text;
 pub use observe::stats::{pools, BusyWorker, PoolStats, WqStats};
 pub use observe::watchdog::{set_stall_hook, touch_watchdog, Stall};
+pub use os::cpu_topology::{topology, Topology};
 pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
+pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,
     system_freezable_wq, system_highpri_wq, system_long_wq, system_percpu_wq,
