@@ -96,13 +96,13 @@ impl Workqueue {
     }
 
     /// Whether items wait on the inactive list of `cpu`'s pool workqueue (the calling CPU's
-    /// for `None`), or of the queue's for unbound queues: the kernel's `workqueue_congested`,
-    /// a hint that more queueing will wait for `max_active`.
+    /// for `None`; for unbound queues the pwq of that CPU's pod): the kernel's
+    /// `workqueue_congested`, a hint that more queueing will wait for `max_active`.
     pub fn congested(&self, cpu: Option<usize>) -> bool {
         let wq = self.shared();
         let pwqs = wq.pwqs();
         let pwq = if wq.flags.contains(WqFlags::UNBOUND) {
-            pwqs.first()
+            pwqs.first().map(|_| wq.select_pwq(cpu))
         } else {
             let cpu = cpu.unwrap_or_else(crate::os::topology::current_cpu);
             crate::os::topology::cpus()

@@ -810,7 +810,7 @@ impl WqShared {
 
     /// The pwq serving `cpu` (or the calling CPU).
     #[inline]
-    fn select_pwq(&self, cpu: Option<usize>) -> &PoolWorkqueue {
+    pub(crate) fn select_pwq(&self, cpu: Option<usize>) -> &PoolWorkqueue {
         let pwqs = self.pwqs();
         if self.is_unbound() {
             // One pod (or ordered): no CPU to look up.
