@@ -90,7 +90,8 @@
 //!   One thread queueing everything puts everything on its own CPU: per-CPU queues do not
 //!   spread work out.
 //! * **Unbound queues** ([`WqFlags::UNBOUND`]): an item runs on any CPU of the queue's
-//!   cpumask, starting at once up to `max_active` (queue-wide). Use them for long or
+//!   cpumask, starting at once up to `max_active` (per pod of CPUs: see [`AffinityScope`]; by
+//!   default one pod per last-level cache, so queue-wide where its CPUs share one). Use them for long or
 //!   CPU-heavy items and to spread the work of one producer over the machine.
 //!   [`spawn`](fn@spawn) and [`scope`](fn@scope) use the unbound [`system_dfl_wq`].
 //!

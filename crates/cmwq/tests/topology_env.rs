@@ -3,7 +3,6 @@
 //! the test writes the tree under its own temp folder and re-executes its test binary with a
 //! filter selecting only itself and the variable set.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -39,8 +39,10 @@ bitflags! {
     /// DESIGN.md.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct WqFlags: u32 {
-        /// Served by unbound pools: no concurrency management, workers on any CPU of the
-        /// queue's cpumask, `max_active` workqueue-wide.
+        /// Served by unbound pools: no concurrency management, workers on the CPUs of the
+        /// queue's cpumask, one pool workqueue per pod of its
+        /// [`AffinityScope`](crate::AffinityScope); `max_active` applies per pod
+        /// (workqueue-wide when there is one pod).
         const UNBOUND = 1 << 1;
         /// Takes part in freezing (kept for API parity; see DESIGN.md).
         const FREEZABLE = 1 << 2;
