@@ -163,7 +163,13 @@ fn repatriation_puts_wandering_workers_back() {
         return;
     }
     let (home, away) = (cpus[0], cpus[1]);
-    let wq = cpu_scope("aff-repatriate", false);
+    // Nice 1: pools of its own, so the worker it moves is no other test's.
+    let wq = Workqueue::builder("aff-repatriate")
+        .flags(WqFlags::UNBOUND)
+        .nice(1)
+        .affinity_scope(AffinityScope::Cpu)
+        .build()
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let runs = Arc::new(AtomicUsize::new(0));
     let (st, r, q) = (stop.clone(), runs.clone(), wq.clone());
