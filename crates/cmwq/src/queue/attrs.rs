@@ -3,6 +3,7 @@
 //! per pod.
 
 use crate::os::cpu_topology::Topology;
+use crate::pool::Attrs;
 
 /// How an unbound workqueue groups its CPUs into *pods* (the kernel's `wq_affn_scope`). Each
 /// pod gets its own pool workqueue and worker pool; an item queued from a CPU runs in that
@@ -165,4 +166,42 @@ pub(crate) fn queue_pods(
         })
         .filter(|pod| !pod.is_empty())
         .collect()
+}
+
+/// The pool attributes of an unbound queue, one per pod (ordered queues: one pod, the whole
+/// cpumask), and, with several pods, the pod index of each CPU of `online_cpus()` (0, the
+/// first pod, for CPUs outside the cpumask); empty with one pod.
+pub(crate) fn unbound_pods(a: &WorkqueueAttrs, ordered: bool) -> (Vec<Attrs>, Vec<u32>) {
+    let pods = if ordered {
+        vec![a.cpumask.clone()]
+    } else {
+        queue_pods(
+            crate::os::cpu_topology::cached(),
+            a.affinity_scope,
+            &a.cpumask,
+        )
+    };
+    let pod_of_cpu = if pods.len() > 1 {
+        crate::os::topology::cpus()
+            .list
+            .iter()
+            .map(|c| pods.iter().position(|p| p.contains(c)).unwrap_or(0) as u32)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let pool_attrs = pods
+        .into_iter()
+        .map(|pod| Attrs {
+            nice: a.nice,
+            allowed: if a.affinity_strict {
+                pod.clone()
+            } else {
+                a.cpumask.clone()
+            },
+            cpumask: pod,
+            strict: a.affinity_strict,
+        })
+        .collect();
+    (pool_attrs, pod_of_cpu)
 }

@@ -12,8 +12,8 @@ use crate::os::topology;
 use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
 use crate::pool::worker;
-use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
-use crate::queue::attrs::{queue_pods, AffinityScope, WorkqueueAttrs};
+use crate::pool::{self, kick_pool, HIGHPRI_NICE};
+use crate::queue::attrs::{unbound_pods, AffinityScope, WorkqueueAttrs};
 use crate::queue::flush::{FlushLocked, FlushState};
 use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
 use crate::work::data;
@@ -630,42 +630,8 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     } else {
         None
     };
-    // The pods: the scope's groups cut to the cpumask (ordered queues: one, the cpumask).
     let (pool_attrs, pod_of_cpu) = match &attrs {
-        Some(a) => {
-            let pods = if b.ordered {
-                vec![a.cpumask.clone()]
-            } else {
-                queue_pods(
-                    crate::os::cpu_topology::cached(),
-                    a.affinity_scope,
-                    &a.cpumask,
-                )
-            };
-            let online = &topology::cpus().list;
-            let pod_of_cpu = if pods.len() > 1 {
-                online
-                    .iter()
-                    .map(|c| pods.iter().position(|p| p.contains(c)).unwrap_or(0) as u32)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let pool_attrs: Vec<Attrs> = pods
-                .into_iter()
-                .map(|pod| Attrs {
-                    nice: a.nice,
-                    allowed: if a.affinity_strict {
-                        pod.clone()
-                    } else {
-                        a.cpumask.clone()
-                    },
-                    cpumask: pod,
-                    strict: a.affinity_strict,
-                })
-                .collect();
-            (pool_attrs, pod_of_cpu)
-        }
+        Some(a) => unbound_pods(a, b.ordered),
         None => (Vec::new(), Vec::new()),
     };
     let attrs = attrs.unwrap_or_else(|| {
