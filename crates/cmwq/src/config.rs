@@ -63,6 +63,12 @@ pub struct Config {
     /// Abort the process on a stall instead of only reporting it (the kernel's
     /// `workqueue.panic_on_stall`; off by default).
     pub panic_on_stall: bool,
+    /// The affinity scope of unbound queues created with [`AffinityScope::Default`]
+    /// (the kernel's `workqueue.default_affinity_scope`, `Cache` by default; `Default` here
+    /// also means `Cache`).
+    ///
+    /// [`AffinityScope::Default`]: crate::AffinityScope::Default
+    pub default_affinity_scope: crate::AffinityScope,
 }
 
 /// Least time between two worker creations in a pool past
@@ -84,6 +90,7 @@ impl Default for Config {
             max_workers_per_pool: 512,
             watchdog_thresh: Duration::from_secs(30),
             panic_on_stall: false,
+            default_affinity_scope: crate::AffinityScope::Cache,
         }
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_cm_wakeup: u64,
     pub(crate) nr_mayday: u64,
     pub(crate) nr_rescued: u64,
+    /// Items started by a non-strict worker found outside its pod, put back first
+    /// (`PWQ_STAT_REPATRIATED`).
+    pub(crate) nr_repatriated: u64,
     /// CPU time of this pwq's items, credited by the monitor's samples (`CPUtime`).
     pub(crate) cpu_time: std::time::Duration,
 }
@@ -66,6 +69,7 @@ impl PwqLocked {
             nr_cm_wakeup: 0,
             nr_mayday: 0,
             nr_rescued: 0,
+            nr_repatriated: 0,
             cpu_time: std::time::Duration::ZERO,
         }
     }
