@@ -96,11 +96,16 @@ pub fn topology() -> Topology {
 
 pub(crate) fn cached() -> &'static Topology {
     static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
-    TOPOLOGY.get_or_init(|| {
-        let root = std::env::var_os(SYSFS_ROOT_VAR)
+    TOPOLOGY.get_or_init(|| Topology::read(sysfs_root(), &super::topology::cpus().list))
+}
+
+/// The sysfs root: `/sys`, or the folder `CMWQ_SYSFS_ROOT` names at first use.
+pub(crate) fn sysfs_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os(SYSFS_ROOT_VAR)
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/sys"));
-        Topology::read(&root, &super::topology::cpus().list)
+            .unwrap_or_else(|| PathBuf::from("/sys"))
     })
 }
 
