@@ -207,7 +207,10 @@ impl WorkqueueBuilder {
     /// How the cpumask is cut into pods, one pool workqueue each (unbound queues only; the
     /// default is [`AffinityScope::Default`], which
     /// [`Config::default_affinity_scope`](crate::Config::default_affinity_scope) resolves).
-    /// Ordered queues keep one pwq over the whole cpumask whatever the scope.
+    /// Ordered queues keep one pwq over the whole cpumask whatever the scope. Without this
+    /// call, a queue whose `max_active` is below the default gets [`AffinityScope::System`]
+    /// (one pod), so that its limit holds queue-wide; with it, each pod applies the limit by
+    /// itself (the kernel's split of `max_active` between nodes is not done yet).
     pub fn affinity_scope(mut self, scope: AffinityScope) -> Self {
         self.affinity_scope = Some(scope);
         self
@@ -566,6 +569,21 @@ fn effective_max_active(max_active: usize) -> Result<usize, Error> {
     }
 }
 
+/// The affinity scope of a new unbound queue: the one asked for, else the default, except
+/// that a queue with a limit of its own (`max_active` below the default) that leaves the scope
+/// to the default gets one pod over its whole cpumask ([`AffinityScope::System`]). Until the
+/// limit is shared between pods (the kernel's 6.9 split by node, not done yet) each pod's
+/// pool workqueue applies `max_active` by itself, and a queue with several pods could run
+/// pods x `max_active` items at once; an explicitly chosen scope keeps its pods, with that
+/// per-pod limit (DESIGN.md, Differences from Linux).
+fn scope_for(asked: Option<AffinityScope>, max_active: usize) -> AffinityScope {
+    match asked {
+        Some(scope) => scope,
+        None if max_active < WQ_DFL_ACTIVE => AffinityScope::System,
+        None => AffinityScope::Default,
+    }
+}
+
 fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     if b.name.is_empty() {
@@ -624,7 +642,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
             WorkqueueAttrs::new()
                 .with_nice(nice)
                 .with_cpumask(cpumask)
-                .with_affinity_scope(b.affinity_scope.unwrap_or_default())
+                .with_affinity_scope(scope_for(b.affinity_scope, max_active))
                 .with_affinity_strict(b.affinity_strict.unwrap_or(false)),
         )
     } else {
