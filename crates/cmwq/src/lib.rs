@@ -287,6 +287,7 @@ pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
+pub use queue::freezer::{freeze, freeze_busy, thaw};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,
     system_freezable_wq, system_highpri_wq, system_long_wq, system_percpu_wq,

@@ -10,6 +10,7 @@
 //! and a worker retires its item's flush color there.
 
 pub(crate) mod flush;
+pub(crate) mod freezer;
 pub(crate) mod pwq;
 pub(crate) mod system;
 pub(crate) mod workqueue;

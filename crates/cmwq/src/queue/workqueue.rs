@@ -41,7 +41,8 @@ bitflags! {
         /// Served by unbound pools: no concurrency management, workers on any CPU of the
         /// queue's cpumask, `max_active` workqueue-wide.
         const UNBOUND = 1 << 1;
-        /// Takes part in freezing (kept for API parity; see DESIGN.md).
+        /// Takes part in freezing: while [`freeze`](crate::freeze) is in force, newly
+        /// queued items are held (pending, in order) until [`thaw`](crate::thaw).
         const FREEZABLE = 1 << 2;
         /// Gets a rescuer thread, made at creation, for forward progress when no worker
         /// thread can be created.
@@ -608,6 +609,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     }
     let _ = shared.pwqs.set(pwqs);
     registry().lock().push(Arc::downgrade(&shared));
+    crate::queue::freezer::adjust_new(&shared);
     if flags.contains(WqFlags::MEM_RECLAIM) {
         *shared.rescuer.lock() = Some(Rescuer::start(&shared));
     }
@@ -656,14 +658,8 @@ impl WqShared {
         }
         l.max_active = eff;
         shared.max_active.store(eff, Ordering::Relaxed);
-        for pwq in shared.pwqs() {
-            let mut g = pwq.pool.locked.lock();
-            // A slot a destroy racing with us has released (and maybe reused) is skipped.
-            if let Some(p) = g.pwq_of(pwq.slot, shared.id) {
-                p.max_active = eff;
-                g.activate_inactive(pwq.slot);
-            }
-        }
+        // While frozen a freezable queue's pwqs keep 0; the thaw applies `eff`.
+        crate::queue::freezer::wq_adjust_max_active(shared, &l);
         Ok(())
     }
 
