@@ -54,7 +54,11 @@ bitflags! {
         /// The kernel exposes the queue in sysfs; here its `max_active` may be set through
         /// the [`control`](crate::control) endpoint.
         const SYSFS = 1 << 6;
-        /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
+        /// Per-CPU unless power-efficient mode makes it unbound:
+        /// [`Config::power_efficient`](crate::Config::power_efficient) (the kernel's
+        /// `workqueue.power_efficient`, off by default) set before the queue is created turns
+        /// it into an [`UNBOUND`](Self::UNBOUND) queue ([`flags`](Workqueue::flags) then
+        /// reports `UNBOUND`, and `PERCPU` is dropped).
         const POWER_EFFICIENT = 1 << 7;
         /// Explicitly per-CPU (the complement of `UNBOUND`; the kernel's `WQ_PERCPU`). The
         /// same as no flag at all, spelled out.
@@ -330,7 +334,8 @@ impl Workqueue {
         &self.handle.shared.name
     }
 
-    /// The creation flags (ordered queues also carry `UNBOUND`).
+    /// The creation flags (ordered queues also carry `UNBOUND`, and so do `POWER_EFFICIENT`
+    /// ones created with [`Config::power_efficient`](crate::Config::power_efficient) set).
     pub fn flags(&self) -> WqFlags {
         self.handle.shared.flags
     }
@@ -521,6 +526,12 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         return Err(Error::InvalidFlags {
             reason: "UNBOUND and PERCPU are mutually exclusive",
         });
+    }
+    // The kernel's `workqueue.power_efficient`: such queues become unbound (PERCPU, which
+    // they may also carry, gives way as the kernel's `WQ_UNBOUND` overrides it).
+    if flags.contains(WqFlags::POWER_EFFICIENT) && crate::config().power_efficient {
+        flags.remove(WqFlags::PERCPU);
+        flags |= WqFlags::UNBOUND;
     }
     let max_active = if b.ordered {
         if flags.contains(WqFlags::PERCPU) {
