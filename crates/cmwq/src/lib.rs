@@ -98,6 +98,10 @@
 //! concurrency management ([`WqFlags::CPU_INTENSIVE`]), or give the queue a rescuer thread
 //! that guarantees progress when no worker can be created ([`WqFlags::MEM_RECLAIM`]).
 //! [`Workqueue::ordered`] makes a queue that runs one item at a time in queueing order.
+//! [`WqFlags::FREEZABLE`] queues stop starting new items between [`freeze`] and [`thaw`]
+//! (the kernel's freezer; [`freeze_busy`] tells when the items already started have
+//! finished), and [`WqFlags::POWER_EFFICIENT`] ones are unbound when
+//! [`Config::power_efficient`] is set.
 //! Shared system queues ([`system_wq`], [`system_unbound_wq`], ...) exist for code that needs
 //! no policy of its own.
 //!
