@@ -69,6 +69,13 @@ pub struct Config {
     ///
     /// [`AffinityScope::Default`]: crate::AffinityScope::Default
     pub default_affinity_scope: crate::AffinityScope,
+    /// Makes [`POWER_EFFICIENT`](crate::WqFlags::POWER_EFFICIENT) workqueues unbound (the
+    /// kernel's `workqueue.power_efficient`; off by default, as in Linux): it trades locality
+    /// for letting idle CPUs stay idle. Read when a queue is created, so it must be set before
+    /// the first queue, including [`system_power_efficient_wq`](crate::system_power_efficient_wq)
+    /// and [`system_freezable_power_efficient_wq`](crate::system_freezable_power_efficient_wq),
+    /// which are created at their first use: `configure` before any use of the engine.
+    pub power_efficient: bool,
 }
 
 /// Least time between two worker creations in a pool past
@@ -91,6 +98,7 @@ impl Default for Config {
             watchdog_thresh: Duration::from_secs(30),
             panic_on_stall: false,
             default_affinity_scope: crate::AffinityScope::Cache,
+            power_efficient: false,
         }
     }
 }

@@ -99,6 +99,10 @@
 //! concurrency management ([`WqFlags::CPU_INTENSIVE`]), or give the queue a rescuer thread
 //! that guarantees progress when no worker can be created ([`WqFlags::MEM_RECLAIM`]).
 //! [`Workqueue::ordered`] makes a queue that runs one item at a time in queueing order.
+//! [`WqFlags::FREEZABLE`] queues stop starting new items between [`freeze`] and [`thaw`]
+//! (the kernel's freezer; [`freeze_busy`] tells when the items already started have
+//! finished), and [`WqFlags::POWER_EFFICIENT`] ones are unbound when
+//! [`Config::power_efficient`] is set.
 //! Shared system queues ([`system_wq`], [`system_unbound_wq`], ...) exist for code that needs
 //! no policy of its own.
 //!
@@ -292,6 +296,7 @@ pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
+pub use queue::freezer::{freeze, freeze_busy, thaw};
 pub use queue::percpu::{schedule_on_each_cpu, work_on_cpu};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,

@@ -429,7 +429,8 @@ impl PoolLocked {
             bad.push("nr_workers exceeds the live workers");
         }
         // Items wait only while the active ones fill the limit (lowering the limit below the
-        // running items is legal: they finish).
+        // running items is legal: they finish). `max_active` is the effective limit: 0 while
+        // the freezer holds a freezable queue's pwq, so held items never trip this.
         if self
             .pwqs
             .iter()

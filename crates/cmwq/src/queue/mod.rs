@@ -13,6 +13,7 @@
 
 pub(crate) mod attrs;
 pub(crate) mod flush;
+pub(crate) mod freezer;
 pub(crate) mod percpu;
 pub(crate) mod pwq;
 pub(crate) mod system;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::pool::list::ItemList;
-use crate::pool::{kick_pool, Entry, PoolLocked, WorkerPool};
+use crate::pool::{kick_pool, Entry, Kick, PoolLocked, WorkerPool};
 use crate::queue::workqueue::WqShared;
 use crate::work::data::{self, NR_COLORS};
 
@@ -157,14 +157,19 @@ impl PoolLocked {
         true
     }
 
-    /// Activates inactive items of `slot` up to its limit; kicks the pool if any moved.
-    pub(crate) fn activate_inactive(&mut self, slot: u32) {
+    /// Activates inactive items of `slot` up to its limit; kicks the pool if any moved. The
+    /// caller makes the pool's first worker, with the lock dropped, on
+    /// [`Kick::CreateFirstWorker`]: items held by the freezer may wait on a pool that never
+    /// had a worker.
+    pub(crate) fn activate_inactive(&mut self, slot: u32) -> Kick {
         let mut any = false;
         while self.activate_first_inactive(slot) {
             any = true;
         }
         if any {
-            let _ = kick_pool(self);
+            kick_pool(self)
+        } else {
+            Kick::Nothing
         }
     }
 

@@ -44,7 +44,8 @@ bitflags! {
         /// [`AffinityScope`](crate::AffinityScope); `max_active` applies per pod
         /// (workqueue-wide when there is one pod).
         const UNBOUND = 1 << 1;
-        /// Takes part in freezing (kept for API parity; see DESIGN.md).
+        /// Takes part in freezing: while [`freeze`](crate::freeze) is in force, newly
+        /// queued items are held (pending, in order) until [`thaw`](crate::thaw).
         const FREEZABLE = 1 << 2;
         /// Gets a rescuer thread, made at creation, for forward progress when no worker
         /// thread can be created.
@@ -56,7 +57,11 @@ bitflags! {
         /// The kernel exposes the queue in sysfs; here its `max_active` may be set through
         /// the [`control`](crate::control) endpoint.
         const SYSFS = 1 << 6;
-        /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
+        /// Per-CPU unless power-efficient mode makes it unbound:
+        /// [`Config::power_efficient`](crate::Config::power_efficient) (the kernel's
+        /// `workqueue.power_efficient`, off by default) set before the queue is created turns
+        /// it into an [`UNBOUND`](Self::UNBOUND) queue ([`flags`](Workqueue::flags) then
+        /// reports `UNBOUND`, and `PERCPU` is dropped).
         const POWER_EFFICIENT = 1 << 7;
         /// Explicitly per-CPU (the complement of `UNBOUND`; the kernel's `WQ_PERCPU`). The
         /// same as no flag at all, spelled out.
@@ -365,7 +370,8 @@ impl Workqueue {
         &self.handle.shared.name
     }
 
-    /// The creation flags (ordered queues also carry `UNBOUND`).
+    /// The creation flags (ordered queues also carry `UNBOUND`, and so do `POWER_EFFICIENT`
+    /// ones created with [`Config::power_efficient`](crate::Config::power_efficient) set).
     pub fn flags(&self) -> WqFlags {
         self.handle.shared.flags
     }
@@ -595,6 +601,12 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
             reason: "UNBOUND and PERCPU are mutually exclusive",
         });
     }
+    // The kernel's `workqueue.power_efficient`: such queues become unbound (PERCPU, which
+    // they may also carry, gives way as the kernel's `WQ_UNBOUND` overrides it).
+    if flags.contains(WqFlags::POWER_EFFICIENT) && crate::config().power_efficient {
+        flags.remove(WqFlags::PERCPU);
+        flags |= WqFlags::UNBOUND;
+    }
     let max_active = if b.ordered {
         if flags.contains(WqFlags::PERCPU) {
             return Err(Error::InvalidFlags {
@@ -715,6 +727,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     }
     let _ = shared.pwqs.set(pwqs);
     registry().lock().push(Arc::downgrade(&shared));
+    crate::queue::freezer::adjust_new(&shared);
     if flags.contains(WqFlags::MEM_RECLAIM) {
         *shared.rescuer.lock() = Some(Rescuer::start(&shared));
     }
@@ -763,14 +776,8 @@ impl WqShared {
         }
         l.max_active = eff;
         shared.max_active.store(eff, Ordering::Relaxed);
-        for pwq in shared.pwqs() {
-            let mut g = pwq.pool.locked.lock();
-            // A slot a destroy racing with us has released (and maybe reused) is skipped.
-            if let Some(p) = g.pwq_of(pwq.slot, shared.id) {
-                p.max_active = eff;
-                g.activate_inactive(pwq.slot);
-            }
-        }
+        // While frozen a freezable queue's pwqs keep 0; the thaw applies `eff`.
+        crate::queue::freezer::wq_adjust_max_active(shared, &l);
         Ok(())
     }
 
