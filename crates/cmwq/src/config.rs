@@ -63,6 +63,19 @@ pub struct Config {
     /// Abort the process on a stall instead of only reporting it (the kernel's
     /// `workqueue.panic_on_stall`; off by default).
     pub panic_on_stall: bool,
+    /// The affinity scope of unbound queues created with [`AffinityScope::Default`]
+    /// (the kernel's `workqueue.default_affinity_scope`, `Cache` by default; `Default` here
+    /// also means `Cache`).
+    ///
+    /// [`AffinityScope::Default`]: crate::AffinityScope::Default
+    pub default_affinity_scope: crate::AffinityScope,
+    /// Makes [`POWER_EFFICIENT`](crate::WqFlags::POWER_EFFICIENT) workqueues unbound (the
+    /// kernel's `workqueue.power_efficient`; off by default, as in Linux): it trades locality
+    /// for letting idle CPUs stay idle. Read when a queue is created, so it must be set before
+    /// the first queue, including [`system_power_efficient_wq`](crate::system_power_efficient_wq)
+    /// and [`system_freezable_power_efficient_wq`](crate::system_freezable_power_efficient_wq),
+    /// which are created at their first use: `configure` before any use of the engine.
+    pub power_efficient: bool,
 }
 
 /// Least time between two worker creations in a pool past
@@ -84,6 +97,8 @@ impl Default for Config {
             max_workers_per_pool: 512,
             watchdog_thresh: Duration::from_secs(30),
             panic_on_stall: false,
+            default_affinity_scope: crate::AffinityScope::Cache,
+            power_efficient: false,
         }
     }
 }

@@ -70,6 +70,12 @@ pub enum Error {
     },
     /// Waiting here would wait for the calling work item itself: a certain deadlock.
     SelfFlush,
+    /// The freezer ([`freeze`](crate::freeze)) holds items this flush or drain would wait
+    /// for: they run only after [`thaw`](crate::thaw).
+    Frozen {
+        /// The workqueue's name.
+        workqueue: String,
+    },
     /// The control endpoint ([`control`](crate::control)) could not be started, reached or
     /// understood: a socket directory that is not private, a live endpoint already bound,
     /// an I/O failure, or an error reply.
@@ -116,6 +122,10 @@ impl fmt::Display for Error {
             Error::SelfFlush => {
                 f.write_str("a work item cannot flush itself or the workqueue it is running on")
             }
+            Error::Frozen { workqueue } => write!(
+                f,
+                "workqueue {workqueue:?} is frozen: the items it holds run only after thaw()"
+            ),
             Error::Control { reason } => write!(f, "control endpoint: {reason}"),
         }
     }
@@ -176,6 +186,10 @@ mod tests {
             (
                 Error::SelfFlush,
                 "a work item cannot flush itself or the workqueue it is running on",
+            ),
+            (
+                Error::Frozen { workqueue: wq() },
+                "workqueue \"q\" is frozen: the items it holds run only after thaw()",
             ),
             (Error::Control { reason: "r".into() }, "control endpoint: r"),
         ];

@@ -90,7 +90,8 @@
 //!   One thread queueing everything puts everything on its own CPU: per-CPU queues do not
 //!   spread work out.
 //! * **Unbound queues** ([`WqFlags::UNBOUND`]): an item runs on any CPU of the queue's
-//!   cpumask, starting at once up to `max_active` (queue-wide). Use them for long or
+//!   cpumask, starting at once up to `max_active` (per pod of CPUs: see [`AffinityScope`]; by
+//!   default one pod per last-level cache, so queue-wide where its CPUs share one). Use them for long or
 //!   CPU-heavy items and to spread the work of one producer over the machine.
 //!   [`spawn`](fn@spawn) and [`scope`](fn@scope) use the unbound [`system_dfl_wq`].
 //!
@@ -98,6 +99,10 @@
 //! concurrency management ([`WqFlags::CPU_INTENSIVE`]), or give the queue a rescuer thread
 //! that guarantees progress when no worker can be created ([`WqFlags::MEM_RECLAIM`]).
 //! [`Workqueue::ordered`] makes a queue that runs one item at a time in queueing order.
+//! [`WqFlags::FREEZABLE`] queues stop starting new items between [`freeze`] and [`thaw`]
+//! (the kernel's freezer; [`freeze_busy`] tells when the items already started have
+//! finished), and [`WqFlags::POWER_EFFICIENT`] ones are unbound when
+//! [`Config::power_efficient`] is set.
 //! Shared system queues ([`system_wq`], [`system_unbound_wq`], ...) exist for code that needs
 //! no policy of its own.
 //!
@@ -285,10 +290,13 @@ pub use observe::dump::{show_all_workqueues, show_workqueues};
 pub use observe::prometheus::prometheus_text;
 pub use observe::stats::{pools, BusyWorker, PoolStats, WqStats};
 pub use observe::watchdog::{set_stall_hook, touch_watchdog, Stall};
+pub use os::cpu_topology::{topology, Topology};
 pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
+pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
+pub use queue::freezer::{freeze, freeze_busy, thaw};
 pub use queue::percpu::{schedule_on_each_cpu, work_on_cpu};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,

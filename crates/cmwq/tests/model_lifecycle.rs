@@ -559,7 +559,14 @@ impl StateMachineTest for Lifecycle {
         let log = Arc::new(Mutex::new(Vec::new()));
         let wqs = [
             Workqueue::new(&unique("ml-pcpu"), WqFlags::empty(), 1).unwrap(),
-            Workqueue::new(&unique("ml-unb"), WqFlags::UNBOUND, 1).unwrap(),
+            // One pod (scope System): the model's one-at-a-time limit is the queue's. With
+            // several pods `max_active` applies per pod.
+            Workqueue::builder(&unique("ml-unb"))
+                .flags(WqFlags::UNBOUND)
+                .max_active(1)
+                .affinity_scope(cmwq::AffinityScope::System)
+                .build()
+                .unwrap(),
             Workqueue::ordered(&unique("ml-ord"), WqFlags::empty()).unwrap(),
         ];
         let queues: Vec<Queue> = wqs

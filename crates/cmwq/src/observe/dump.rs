@@ -148,7 +148,11 @@ fn dump_pool(out: &mut String, pool: &WorkerPool, all: bool) {
     }
     let where_ = match pool.cpu {
         Some(cpu) => format!("cpus={cpu}{}", if pool.highpri { " highpri" } else { "" }),
-        None => format!("cpus={:?} unbound", pool.attrs.cpumask),
+        None => format!(
+            "cpus={:?} unbound{}",
+            pool.attrs.cpumask,
+            if pool.attrs.strict { " strict" } else { "" }
+        ),
     };
     let _ = writeln!(
         out,

@@ -30,8 +30,8 @@ pub struct WqStats {
     /// Times a worker of this queue went to sleep in `blocking()` and another was woken in
     /// its place (`CMW`: concurrency-management wake-ups).
     pub cm_wakeups: u64,
-    /// Workers put back into their affinity pod when they started an item (`RPR`); 0 until
-    /// unbound pods exist.
+    /// Items whose non-strict unbound worker was found outside its affinity pod when it
+    /// started them, and put back into the pod first (`RPR`).
     pub repatriated: u64,
     /// Times the queue's rescuer was called to a pool (`mayday`).
     pub mayday: u64,
@@ -69,6 +69,7 @@ pub(crate) fn wq_stats(wq: &WqShared) -> WqStats {
         s.cm_wakeups += p.nr_cm_wakeup;
         s.mayday += p.nr_mayday;
         s.rescued += p.nr_rescued;
+        s.repatriated += p.nr_repatriated;
         s.pending += p.nr_active.saturating_sub(running);
         s.inactive += p.inactive.len();
     }
@@ -95,13 +96,13 @@ impl Workqueue {
     }
 
     /// Whether items wait on the inactive list of `cpu`'s pool workqueue (the calling CPU's
-    /// for `None`), or of the queue's for unbound queues: the kernel's `workqueue_congested`,
-    /// a hint that more queueing will wait for `max_active`.
+    /// for `None`; for unbound queues the pwq of that CPU's pod): the kernel's
+    /// `workqueue_congested`, a hint that more queueing will wait for `max_active`.
     pub fn congested(&self, cpu: Option<usize>) -> bool {
         let wq = self.shared();
         let pwqs = wq.pwqs();
         let pwq = if wq.flags.contains(WqFlags::UNBOUND) {
-            pwqs.first()
+            pwqs.first().map(|_| wq.select_pwq(cpu))
         } else {
             let cpu = cpu.unwrap_or_else(crate::os::topology::current_cpu);
             crate::os::topology::cpus()

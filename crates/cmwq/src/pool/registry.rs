@@ -41,10 +41,7 @@ fn pools() -> &'static Pools {
             for highpri in [false, true] {
                 let id = by_id.len() as u32;
                 let nice = if highpri { HIGHPRI_NICE } else { 0 };
-                let attrs = Attrs {
-                    nice,
-                    cpumask: vec![cpu],
-                };
+                let attrs = Attrs::strict(nice, vec![cpu]);
                 let pool = Arc::new(WorkerPool::new(id, Some(cpu), highpri, attrs));
                 by_id.push(Some(pool.clone()));
                 pair.push(pool);

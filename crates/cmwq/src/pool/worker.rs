@@ -133,8 +133,15 @@ pub fn current_worker() -> Option<WorkerInfo> {
 
 // ===== the worker thread =====
 
+/// Pins the new worker: to its pod (strict and per-CPU pools), or into its pod and then out
+/// to the queue's whole cpumask (non-strict unbound pools: it starts in the pod, the
+/// scheduler may move it later).
 fn setup_thread(pool: &WorkerPool) {
-    if let Err(err) = topology::pin_current_thread(&pool.attrs.cpumask) {
+    let mut res = topology::pin_current_thread(&pool.attrs.cpumask);
+    if res.is_ok() && pool.attrs.may_leave_pod() {
+        res = topology::pin_current_thread(&pool.attrs.allowed);
+    }
+    if let Err(err) = res {
         contain_quiet(
             || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not set worker affinity"),
         );
@@ -373,7 +380,15 @@ fn process_one_work(
         }
     }
 
-    let (work, wq) = MutexGuard::unlocked(g, || run_work(work, wq, function));
+    let may_leave_pod = pool.attrs.may_leave_pod();
+    let (work, wq, repatriated) = MutexGuard::unlocked(g, || {
+        let repatriated = may_leave_pod && repatriate(pool);
+        let (work, wq) = run_work(work, wq, function);
+        (work, wq, repatriated)
+    });
+    if repatriated {
+        g.pwq(slot).nr_repatriated += 1;
+    }
 
     // Set by the queue's flag or by the monitor's CPU-hog detection; ends with the item.
     g.worker_clr_flags(id, flags::CPU_INTENSIVE);
@@ -401,6 +416,25 @@ fn process_one_work(
     } else if deferred.keep(work, wq, function) {
         MutexGuard::unlocked(g, || deferred.release());
     }
+}
+
+/// The kernel's repatriation, emulated: a non-strict worker about to start an item while
+/// running outside its pod is moved into the pod (affinity set to the pod, which migrates the
+/// thread, then back to the whole cpumask). Returns whether it was moved. Inside the pod the
+/// cost is one `sched_getcpu` (a vDSO call). Called with no lock held.
+fn repatriate(pool: &WorkerPool) -> bool {
+    if pool.attrs.in_pod(topology::current_cpu()) {
+        return false;
+    }
+    let res = topology::pin_current_thread(&pool.attrs.cpumask)
+        .and_then(|()| topology::pin_current_thread(&pool.attrs.allowed));
+    if let Err(err) = res {
+        contain_quiet(
+            || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not repatriate worker"),
+        );
+        return false;
+    }
+    true
 }
 
 /// Gives up the engine's reference to an item of `wq` (whose function is `function`),

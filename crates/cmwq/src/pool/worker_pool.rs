@@ -21,12 +21,42 @@ use crate::Work;
 /// Nice value of high-priority pools (the kernel's `HIGHPRI_NICE_LEVEL`).
 pub(crate) const HIGHPRI_NICE: i32 = -20;
 
-/// Attributes of an unbound pool: pools with equal attributes are shared.
+/// Attributes of an unbound pool: pools with equal attributes are shared (the kernel's
+/// `unbound_pool_hash` key: nice, pod cpumask, strictness, and the cpumask if non-strict).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Attrs {
     pub(crate) nice: i32,
-    /// Allowed CPUs, ascending.
+    /// The CPUs the pool serves (its pod; one CPU for a per-CPU pool), ascending.
     pub(crate) cpumask: Vec<usize>,
+    /// Workers confined to `cpumask` (per-CPU pools are strict).
+    pub(crate) strict: bool,
+    /// The CPUs the workers may run on: `cpumask` if strict, else the queue's whole cpumask
+    /// (non-strict workers start in the pod and are put back when found outside it).
+    pub(crate) allowed: Vec<usize>,
+}
+
+impl Attrs {
+    /// Strict attributes for `cpumask`.
+    pub(crate) fn strict(nice: i32, cpumask: Vec<usize>) -> Attrs {
+        Attrs {
+            nice,
+            allowed: cpumask.clone(),
+            cpumask,
+            strict: true,
+        }
+    }
+
+    /// Whether a worker of this pool may wander out of its pod (non-strict, and the pod is
+    /// smaller than what it may run on): only these workers check their CPU per item.
+    pub(crate) fn may_leave_pod(&self) -> bool {
+        !self.strict && self.allowed.len() > self.cpumask.len()
+    }
+
+    /// Whether `cpu` is in the pod.
+    #[inline]
+    pub(crate) fn in_pod(&self, cpu: usize) -> bool {
+        self.cpumask.binary_search(&cpu).is_ok()
+    }
 }
 
 /// One queued item: the work, the pwq slot it was queued on and its flush color, and the name
@@ -402,7 +432,8 @@ impl PoolLocked {
             bad.push("nr_workers exceeds the live workers");
         }
         // Items wait only while the active ones fill the limit (lowering the limit below the
-        // running items is legal: they finish).
+        // running items is legal: they finish). `max_active` is the effective limit: 0 while
+        // the freezer holds a freezable queue's pwq, so held items never trip this.
         if self
             .pwqs
             .iter()

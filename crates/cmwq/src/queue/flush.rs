@@ -52,8 +52,16 @@ impl Work {
     /// # Blocking
     ///
     /// May sleep; on a worker thread the sleep is reported to concurrency management.
+    ///
+    /// An instance held by the freezer ([`freeze`](crate::freeze)) is waited for until the
+    /// [`thaw`](crate::thaw), as in the kernel.
     pub fn flush(&self) -> bool {
-        self.try_flush().unwrap_or_else(|err| {
+        let result = if worker::is_current(self) {
+            Err(Error::SelfFlush)
+        } else {
+            flush_work(self, false)
+        };
+        result.unwrap_or_else(|err| {
             tracing::warn!(target: "cmwq", function = self.func_name(), "{err}");
             false
         })
@@ -63,10 +71,14 @@ impl Work {
     /// `Err(Error::SelfFlush)` from inside the item itself, and `Err(Error::FlushDependency)`
     /// from an item whose queue can run one item at a time (ordered, or `max_active` 1) when
     /// this item waits behind the caller on that queue: it cannot start before the caller
-    /// returns.
+    /// returns. `Err(Error::Frozen)` if, at the call, the freezer holds the instance it would
+    /// wait for (it runs only after [`thaw`](crate::thaw); `flush` waits for it).
     pub fn try_flush(&self) -> Result<bool, Error> {
         if worker::is_current(self) {
             return Err(Error::SelfFlush);
+        }
+        if let Some(workqueue) = crate::queue::freezer::holder_of(self) {
+            return Err(Error::Frozen { workqueue });
         }
         flush_work(self, false)
     }
@@ -114,7 +126,13 @@ pub(crate) fn register_flush_work(
                 State::Queued { slot, inactive, .. } if !running_only => {
                     let p = g.pwq(slot);
                     target_flags = p.wq.flags;
-                    let max_active = p.max_active;
+                    // The configured limit, also while the freezer holds the pwq at 0: what
+                    // matters is whether the item can start once thawed.
+                    let max_active = if p.is_frozen() {
+                        p.wq.max_active()
+                    } else {
+                        p.max_active
+                    };
                     // The caller holds the only active slot of the pwq this item waits on.
                     let blocked_by_me = inactive
                         && max_active <= 1
@@ -329,6 +347,7 @@ pub(crate) fn drain_shared(wq: &WqShared) -> Result<(), Error> {
     if wq.is_current() {
         return Err(Error::SelfFlush);
     }
+    crate::queue::freezer::warn_if_held(wq);
     {
         let mut l = wq.mutex.lock();
         l.nr_drainers += 1;
@@ -423,14 +442,21 @@ impl Workqueue {
     /// assert_eq!(done.load(Ordering::SeqCst), 8);
     /// # Ok::<(), cmwq::Error>(())
     /// ```
+    ///
+    /// Items held by the freezer ([`freeze`](crate::freeze)) are waited for until the
+    /// [`thaw`](crate::thaw), as in the kernel: do not flush a frozen queue from the thread
+    /// that will thaw it ([`try_flush`](Self::try_flush) reports it instead).
     pub fn flush(&self) {
-        if let Err(err) = self.try_flush() {
+        if let Err(err) = flush_shared(self.shared()) {
             tracing::warn!(target: "cmwq", workqueue = %self.name(), "{err}");
         }
     }
 
-    /// Like [`flush`](Self::flush), with the self-flush reported as `Err(Error::SelfFlush)`.
+    /// Like [`flush`](Self::flush), with the self-flush reported as `Err(Error::SelfFlush)`,
+    /// and `Err(Error::Frozen)` at once, without waiting, if the freezer holds items of this
+    /// queue at the call (they were queued before it, so the flush would wait for the thaw).
     pub fn try_flush(&self) -> Result<(), Error> {
+        check_not_held(self.shared())?;
         flush_shared(self.shared())
     }
 
@@ -458,15 +484,30 @@ impl Workqueue {
     /// assert!(!chain.is_pending());
     /// # Ok::<(), cmwq::Error>(())
     /// ```
+    ///
+    /// On a frozen queue holding items it logs a warning and waits for the
+    /// [`thaw`](crate::thaw) (as `destroy` does, like the kernel's).
     pub fn drain(&self) {
-        if let Err(err) = self.try_drain() {
+        if let Err(err) = drain_shared(self.shared()) {
             tracing::warn!(target: "cmwq", workqueue = %self.name(), "{err}");
         }
     }
 
     /// Like [`drain`](Self::drain), with draining from the queue's own item reported as
-    /// `Err(Error::SelfFlush)`.
+    /// `Err(Error::SelfFlush)`, and `Err(Error::Frozen)` at once if the freezer holds items of
+    /// this queue at the call.
     pub fn try_drain(&self) -> Result<(), Error> {
+        check_not_held(self.shared())?;
         drain_shared(self.shared())
     }
+}
+
+/// `Err(Error::Frozen)` if the freezer holds items of `wq` now.
+fn check_not_held(wq: &WqShared) -> Result<(), Error> {
+    if crate::queue::freezer::holds_items_of(wq) {
+        return Err(Error::Frozen {
+            workqueue: wq.name.clone(),
+        });
+    }
+    Ok(())
 }

@@ -11,7 +11,9 @@
 //! its pool's lock (as `pool->lock` guards them in the kernel), so the pool owns their storage
 //! and a worker retires its item's flush color there.
 
+pub(crate) mod attrs;
 pub(crate) mod flush;
+pub(crate) mod freezer;
 pub(crate) mod percpu;
 pub(crate) mod pwq;
 pub(crate) mod system;

@@ -22,7 +22,7 @@
 use std::panic::resume_unwind;
 use std::sync::OnceLock;
 
-use crate::os::topology;
+use crate::os::{cpu_topology, topology};
 use crate::queue::system::system_percpu_wq;
 use crate::queue::workqueue::{Workqueue, WqFlags};
 use crate::spawn::JoinError;
@@ -251,17 +251,16 @@ impl Workqueue {
 
 // ===== NUMA nodes =====
 //
-// A small private stand-in for the crate-wide topology (`cmwq::topology()`, being written
-// separately): once that lands, `node_cpus` should ask it and the sysfs reading below goes.
-
-const NODE_ROOT: &str = "/sys/devices/system/node";
+// By node id, with every CPU of the node (online for this process or not): what
+// `queue_work_node` needs, where `cmwq::topology()` groups only the process's CPUs. Read
+// under the same sysfs root (`CMWQ_SYSFS_ROOT` for tests) with the same CPU-list parser.
 
 /// The CPUs of NUMA node `node` (all of them, online for this process or not), or `None` if
 /// there is no such node. Read once.
 fn node_cpus(node: usize) -> Option<&'static [usize]> {
     static NODES: OnceLock<Vec<Option<Vec<usize>>>> = OnceLock::new();
     NODES
-        .get_or_init(|| read_nodes(std::path::Path::new(NODE_ROOT)))
+        .get_or_init(|| read_nodes(&cpu_topology::sysfs_root().join("devices/system/node")))
         .get(node)?
         .as_deref()
 }
@@ -284,7 +283,7 @@ fn read_nodes(root: &std::path::Path) -> Vec<Option<Vec<usize>>> {
         };
         let Some(cpus) = std::fs::read_to_string(entry.path().join("cpulist"))
             .ok()
-            .and_then(|s| parse_cpulist(&s))
+            .and_then(|s| cpu_topology::parse_cpulist(&s))
         else {
             continue;
         };
@@ -300,43 +299,9 @@ fn read_nodes(root: &std::path::Path) -> Vec<Option<Vec<usize>>> {
     nodes
 }
 
-/// Parses a kernel CPU list (`0-3,8,10-11`; empty for a node without CPUs), ascending and
-/// without duplicates. `None` if it is malformed.
-fn parse_cpulist(s: &str) -> Option<Vec<usize>> {
-    let mut cpus = Vec::new();
-    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
-                if a > b || b - a > 1 << 16 {
-                    return None;
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().ok()?),
-        }
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Some(cpus)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{parse_cpulist, read_nodes};
-
-    #[test]
-    fn cpulists_parse() {
-        assert_eq!(
-            parse_cpulist("0-3,8,10-11\n"),
-            Some(vec![0, 1, 2, 3, 8, 10, 11])
-        );
-        assert_eq!(parse_cpulist("2"), Some(vec![2]));
-        assert_eq!(parse_cpulist("\n"), Some(vec![]));
-        assert_eq!(parse_cpulist("3,1-2,2"), Some(vec![1, 2, 3]));
-        assert_eq!(parse_cpulist("1-x"), None);
-        assert_eq!(parse_cpulist("4-2"), None);
-    }
+    use super::read_nodes;
 
     #[test]
     fn node_table_from_a_directory() {

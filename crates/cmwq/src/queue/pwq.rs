@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::pool::list::ItemList;
-use crate::pool::{kick_pool, Entry, PoolLocked, WorkerPool};
+use crate::pool::{kick_pool, Entry, Kick, PoolLocked, WorkerPool};
 use crate::queue::workqueue::WqShared;
 use crate::work::data::{self, NR_COLORS};
 
@@ -45,6 +45,9 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_cm_wakeup: u64,
     pub(crate) nr_mayday: u64,
     pub(crate) nr_rescued: u64,
+    /// Items started by a non-strict worker found outside its pod, put back first
+    /// (`PWQ_STAT_REPATRIATED`).
+    pub(crate) nr_repatriated: u64,
     /// CPU time of this pwq's items, credited by the monitor's samples (`CPUtime`).
     pub(crate) cpu_time: std::time::Duration,
 }
@@ -66,6 +69,7 @@ impl PwqLocked {
             nr_cm_wakeup: 0,
             nr_mayday: 0,
             nr_rescued: 0,
+            nr_repatriated: 0,
             cpu_time: std::time::Duration::ZERO,
         }
     }
@@ -153,14 +157,19 @@ impl PoolLocked {
         true
     }
 
-    /// Activates inactive items of `slot` up to its limit; kicks the pool if any moved.
-    pub(crate) fn activate_inactive(&mut self, slot: u32) {
+    /// Activates inactive items of `slot` up to its limit; kicks the pool if any moved. The
+    /// caller makes the pool's first worker, with the lock dropped, on
+    /// [`Kick::CreateFirstWorker`]: items held by the freezer may wait on a pool that never
+    /// had a worker.
+    pub(crate) fn activate_inactive(&mut self, slot: u32) -> Kick {
         let mut any = false;
         while self.activate_first_inactive(slot) {
             any = true;
         }
         if any {
-            let _ = kick_pool(self);
+            kick_pool(self)
+        } else {
+            Kick::Nothing
         }
     }
 

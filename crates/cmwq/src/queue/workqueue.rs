@@ -12,7 +12,8 @@ use crate::os::topology;
 use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
 use crate::pool::worker;
-use crate::pool::{self, kick_pool, Attrs, HIGHPRI_NICE};
+use crate::pool::{self, kick_pool, HIGHPRI_NICE};
+use crate::queue::attrs::{unbound_pods, AffinityScope, WorkqueueAttrs};
 use crate::queue::flush::{FlushLocked, FlushState};
 use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
 use crate::work::data;
@@ -38,10 +39,13 @@ bitflags! {
     /// DESIGN.md.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct WqFlags: u32 {
-        /// Served by unbound pools: no concurrency management, workers on any CPU of the
-        /// queue's cpumask, `max_active` workqueue-wide.
+        /// Served by unbound pools: no concurrency management, workers on the CPUs of the
+        /// queue's cpumask, one pool workqueue per pod of its
+        /// [`AffinityScope`](crate::AffinityScope); `max_active` applies per pod
+        /// (workqueue-wide when there is one pod).
         const UNBOUND = 1 << 1;
-        /// Takes part in freezing (kept for API parity; see DESIGN.md).
+        /// Takes part in freezing: while [`freeze`](crate::freeze) is in force, newly
+        /// queued items are held (pending, in order) until [`thaw`](crate::thaw).
         const FREEZABLE = 1 << 2;
         /// Gets a rescuer thread, made at creation, for forward progress when no worker
         /// thread can be created.
@@ -53,7 +57,11 @@ bitflags! {
         /// The kernel exposes the queue in sysfs; here its `max_active` may be set through
         /// the [`control`](crate::control) endpoint.
         const SYSFS = 1 << 6;
-        /// Per-CPU unless power-efficient mode makes it unbound (off by default, as in Linux).
+        /// Per-CPU unless power-efficient mode makes it unbound:
+        /// [`Config::power_efficient`](crate::Config::power_efficient) (the kernel's
+        /// `workqueue.power_efficient`, off by default) set before the queue is created turns
+        /// it into an [`UNBOUND`](Self::UNBOUND) queue ([`flags`](Workqueue::flags) then
+        /// reports `UNBOUND`, and `PERCPU` is dropped).
         const POWER_EFFICIENT = 1 << 7;
         /// Explicitly per-CPU (the complement of `UNBOUND`; the kernel's `WQ_PERCPU`). The
         /// same as no flag at all, spelled out.
@@ -85,8 +93,15 @@ pub(crate) struct WqShared {
     system: bool,
     /// `state::*` bits. Release on set, Acquire on read (pairs with the setter).
     pub(crate) state: AtomicU32,
-    /// One per allowed CPU (per-CPU queues) or exactly one (unbound). Set once at creation.
+    /// One per allowed CPU (per-CPU queues), one per pod (unbound) or exactly one
+    /// (ordered). Set once at creation.
     pub(crate) pwqs: OnceLock<Vec<PoolWorkqueue>>,
+    /// Unbound queues with several pods: `pod_of_cpu[idx]` is the index in `pwqs` of the pod
+    /// of the CPU at position `idx` of `online_cpus()` (0, the first pod, for CPUs outside
+    /// the cpumask). Empty otherwise.
+    pod_of_cpu: Vec<u32>,
+    /// The attributes as created (see [`Workqueue::attrs`]).
+    attrs: WorkqueueAttrs,
     /// The wq mutex. Lock order: wq mutex → pool lock → flush-done lock.
     pub(crate) mutex: Mutex<WqLocked>,
     pub(crate) flush_state: FlushState,
@@ -141,6 +156,8 @@ pub struct WorkqueueBuilder {
     max_active: usize,
     nice: Option<i32>,
     cpumask: Option<Vec<usize>>,
+    affinity_scope: Option<AffinityScope>,
+    affinity_strict: Option<bool>,
     ordered: bool,
     panic_handler: Option<PanicHook>,
 }
@@ -153,6 +170,8 @@ impl fmt::Debug for WorkqueueBuilder {
             .field("max_active", &self.max_active)
             .field("nice", &self.nice)
             .field("cpumask", &self.cpumask)
+            .field("affinity_scope", &self.affinity_scope)
+            .field("affinity_strict", &self.affinity_strict)
             .field("ordered", &self.ordered)
             .field(
                 "panic_handler",
@@ -187,6 +206,26 @@ impl WorkqueueBuilder {
         v.sort_unstable();
         v.dedup();
         self.cpumask = Some(v);
+        self
+    }
+
+    /// How the cpumask is cut into pods, one pool workqueue each (unbound queues only; the
+    /// default is [`AffinityScope::Default`], which
+    /// [`Config::default_affinity_scope`](crate::Config::default_affinity_scope) resolves).
+    /// Ordered queues keep one pwq over the whole cpumask whatever the scope. Without this
+    /// call, a queue whose `max_active` is below the default gets [`AffinityScope::System`]
+    /// (one pod), so that its limit holds queue-wide; with it, each pod applies the limit by
+    /// itself (the kernel's split of `max_active` between nodes is not done yet).
+    pub fn affinity_scope(mut self, scope: AffinityScope) -> Self {
+        self.affinity_scope = Some(scope);
+        self
+    }
+
+    /// Whether workers are confined to their pod (unbound queues only; default `false`:
+    /// workers may run on the whole cpumask and are put back into their pod when they start
+    /// an item outside it).
+    pub fn affinity_strict(mut self, strict: bool) -> Self {
+        self.affinity_strict = Some(strict);
         self
     }
 
@@ -307,6 +346,8 @@ impl Workqueue {
             max_active: 0,
             nice: None,
             cpumask: None,
+            affinity_scope: None,
+            affinity_strict: None,
             ordered: false,
             panic_handler: None,
         }
@@ -329,7 +370,8 @@ impl Workqueue {
         &self.handle.shared.name
     }
 
-    /// The creation flags (ordered queues also carry `UNBOUND`).
+    /// The creation flags (ordered queues also carry `UNBOUND`, and so do `POWER_EFFICIENT`
+    /// ones created with [`Config::power_efficient`](crate::Config::power_efficient) set).
     pub fn flags(&self) -> WqFlags {
         self.handle.shared.flags
     }
@@ -342,6 +384,29 @@ impl Workqueue {
     /// The configured `max_active`.
     pub fn max_active(&self) -> usize {
         self.handle.shared.max_active.load(Ordering::Relaxed)
+    }
+
+    /// The queue's attributes: for an unbound queue what the builder set (or the defaults:
+    /// nice 0, or -20 with [`WqFlags::HIGHPRI`], every CPU, [`AffinityScope::Default`],
+    /// non-strict). A per-CPU queue reports its pools': their nice value, every CPU,
+    /// [`AffinityScope::Cpu`] and strict (each CPU is a pod of its own, its workers pinned).
+    ///
+    /// ```
+    /// use cmwq::{AffinityScope, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::builder("attrs-example")
+    ///     .flags(WqFlags::UNBOUND)
+    ///     .affinity_scope(AffinityScope::Cpu)
+    ///     .affinity_strict(true)
+    ///     .build()?;
+    /// let attrs = wq.attrs();
+    /// assert_eq!(attrs.affinity_scope, AffinityScope::Cpu);
+    /// assert!(attrs.affinity_strict);
+    /// assert_eq!(attrs.cpumask, cmwq::online_cpus());
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    pub fn attrs(&self) -> WorkqueueAttrs {
+        self.handle.shared.attrs.clone()
     }
 
     /// Queues `work` on the calling CPU's pool (bound queues) or the queue's unbound pool.
@@ -510,6 +575,21 @@ fn effective_max_active(max_active: usize) -> Result<usize, Error> {
     }
 }
 
+/// The affinity scope of a new unbound queue: the one asked for, else the default, except
+/// that a queue with a limit of its own (`max_active` below the default) that leaves the scope
+/// to the default gets one pod over its whole cpumask ([`AffinityScope::System`]). Until the
+/// limit is shared between pods (the kernel's 6.9 split by node, not done yet) each pod's
+/// pool workqueue applies `max_active` by itself, and a queue with several pods could run
+/// pods x `max_active` items at once; an explicitly chosen scope keeps its pods, with that
+/// per-pod limit (DESIGN.md, Differences from Linux).
+fn scope_for(asked: Option<AffinityScope>, max_active: usize) -> AffinityScope {
+    match asked {
+        Some(scope) => scope,
+        None if max_active < WQ_DFL_ACTIVE => AffinityScope::System,
+        None => AffinityScope::Default,
+    }
+}
+
 fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     if b.name.is_empty() {
@@ -520,6 +600,12 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         return Err(Error::InvalidFlags {
             reason: "UNBOUND and PERCPU are mutually exclusive",
         });
+    }
+    // The kernel's `workqueue.power_efficient`: such queues become unbound (PERCPU, which
+    // they may also carry, gives way as the kernel's `WQ_UNBOUND` overrides it).
+    if flags.contains(WqFlags::POWER_EFFICIENT) && crate::config().power_efficient {
+        flags.remove(WqFlags::PERCPU);
+        flags |= WqFlags::UNBOUND;
     }
     let max_active = if b.ordered {
         if flags.contains(WqFlags::PERCPU) {
@@ -533,9 +619,14 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         effective_max_active(b.max_active)?
     };
     let unbound = flags.contains(WqFlags::UNBOUND);
-    if !unbound && (b.nice.is_some() || b.cpumask.is_some()) {
+    if !unbound
+        && (b.nice.is_some()
+            || b.cpumask.is_some()
+            || b.affinity_scope.is_some()
+            || b.affinity_strict.is_some())
+    {
         return Err(Error::InvalidAttrs {
-            reason: "nice and cpumask apply to UNBOUND workqueues only".into(),
+            reason: "nice, cpumask and affinity apply to UNBOUND workqueues only".into(),
         });
     }
     let attrs = if unbound {
@@ -559,10 +650,30 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         if let Some(&cpu) = cpumask.iter().find(|c| !online.contains(c)) {
             return Err(Error::InvalidCpu { cpu });
         }
-        Some(Attrs { nice, cpumask })
+        Some(
+            WorkqueueAttrs::new()
+                .with_nice(nice)
+                .with_cpumask(cpumask)
+                .with_affinity_scope(scope_for(b.affinity_scope, max_active))
+                .with_affinity_strict(b.affinity_strict.unwrap_or(false)),
+        )
     } else {
         None
     };
+    let (pool_attrs, pod_of_cpu) = match &attrs {
+        Some(a) => unbound_pods(a, b.ordered),
+        None => (Vec::new(), Vec::new()),
+    };
+    let attrs = attrs.unwrap_or_else(|| {
+        WorkqueueAttrs::new()
+            .with_nice(if flags.contains(WqFlags::HIGHPRI) {
+                HIGHPRI_NICE
+            } else {
+                0
+            })
+            .with_affinity_scope(AffinityScope::Cpu)
+            .with_affinity_strict(true)
+    });
 
     let shared = Arc::new(WqShared {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -572,6 +683,8 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         system,
         state: AtomicU32::new(0),
         pwqs: OnceLock::new(),
+        pod_of_cpu,
+        attrs,
         mutex: Mutex::new(WqLocked {
             flush: FlushLocked::default(),
             nr_drainers: 0,
@@ -582,23 +695,29 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
         rescuer: Mutex::new(None),
         panic_handler: Mutex::new(b.panic_handler),
     });
-    let pools: Vec<Arc<pool::WorkerPool>> = match &attrs {
-        Some(attrs) => vec![pool::get_unbound_pool(attrs)],
-        None => (0..topology::cpus().list.len())
+    let pools: Vec<Arc<pool::WorkerPool>> = if unbound {
+        pool_attrs.iter().map(pool::get_unbound_pool).collect()
+    } else {
+        (0..topology::cpus().list.len())
             .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
-            .collect(),
+            .collect()
     };
     let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
-    for pool in pools {
+    for pool in &pools {
         match pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0)) {
-            Some(slot) => pwqs.push(PoolWorkqueue { pool, slot }),
+            Some(slot) => pwqs.push(PoolWorkqueue {
+                pool: pool.clone(),
+                slot,
+            }),
             None => {
-                // Give back what was taken: the slots added so far, the unbound pool.
+                // Give back what was taken: the slots added so far, the unbound pools.
                 for pwq in &pwqs {
                     pwq.pool.locked.lock().release_pwq(pwq.slot);
                 }
-                if pool.is_unbound() {
-                    pool::put_unbound_pool(&pool);
+                for pool in &pools {
+                    if pool.is_unbound() {
+                        pool::put_unbound_pool(pool);
+                    }
                 }
                 return Err(Error::TooManyWorkqueues {
                     max: data::MAX_SLOT + 1,
@@ -608,6 +727,7 @@ fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     }
     let _ = shared.pwqs.set(pwqs);
     registry().lock().push(Arc::downgrade(&shared));
+    crate::queue::freezer::adjust_new(&shared);
     if flags.contains(WqFlags::MEM_RECLAIM) {
         *shared.rescuer.lock() = Some(Rescuer::start(&shared));
     }
@@ -656,14 +776,8 @@ impl WqShared {
         }
         l.max_active = eff;
         shared.max_active.store(eff, Ordering::Relaxed);
-        for pwq in shared.pwqs() {
-            let mut g = pwq.pool.locked.lock();
-            // A slot a destroy racing with us has released (and maybe reused) is skipped.
-            if let Some(p) = g.pwq_of(pwq.slot, shared.id) {
-                p.max_active = eff;
-                g.activate_inactive(pwq.slot);
-            }
-        }
+        // While frozen a freezable queue's pwqs keep 0; the thaw applies `eff`.
+        crate::queue::freezer::wq_adjust_max_active(shared, &l);
         Ok(())
     }
 
@@ -689,10 +803,18 @@ impl WqShared {
 
     /// The pwq serving `cpu` (or the calling CPU).
     #[inline]
-    fn select_pwq(&self, cpu: Option<usize>) -> &PoolWorkqueue {
+    pub(crate) fn select_pwq(&self, cpu: Option<usize>) -> &PoolWorkqueue {
         let pwqs = self.pwqs();
         if self.is_unbound() {
-            return &pwqs[0];
+            // One pod (or ordered): no CPU to look up.
+            if self.pod_of_cpu.is_empty() {
+                return &pwqs[0];
+            }
+            let cpu = cpu.unwrap_or_else(topology::current_cpu);
+            let pod = topology::cpus()
+                .index_of(cpu)
+                .map_or(0, |idx| self.pod_of_cpu[idx] as usize);
+            return &pwqs[pod];
         }
         let cpu = cpu.unwrap_or_else(topology::current_cpu);
         let idx = topology::cpus().index_of(cpu).unwrap_or(cpu % pwqs.len());
