@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use cmwq::{Work, Workqueue, WqFlags};
-use common::wait_until;
 
 const CHILD: &str = "CMWQ_PERCPU_RESCUER_CHILD";
 const NAME: &str = "work_on_cpu_runs_through_its_rescuer_while_worker_creation_fails";
@@ -30,27 +28,7 @@ fn work_on_cpu_runs_through_its_rescuer_while_worker_creation_fails() {
         // Exit without running destructors (the queues would drain through rescuers).
         std::process::exit(0);
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the child");
-    // A hang must fail the test, not the CI job.
-    let finished = wait_until(Duration::from_secs(60), || {
-        child.try_wait().expect("poll the child").is_some()
-    });
-    if !finished {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("child output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        finished && out.status.success() && stdout.contains("CHILD OK"),
-        "child failed (finished: {finished}):\n{stdout}\n{stderr}"
-    );
+    common::run_in_child(NAME, CHILD, Duration::from_secs(60));
 }
 
 fn thread_name() -> String {

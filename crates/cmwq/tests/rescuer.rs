@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,31 +29,10 @@ fn mem_reclaim_queues_progress_while_worker_creation_fails() {
         child();
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "mem_reclaim_queues_progress_while_worker_creation_fails",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the child");
-    // A broken rescuer must fail the test, not hang it.
-    let finished = wait_until(Duration::from_secs(60), || {
-        child.try_wait().expect("poll the child").is_some()
-    });
-    if !finished {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("child output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        finished && out.status.success() && stdout.contains("CHILD OK"),
-        "child failed (finished: {finished}):\n{stdout}\n{stderr}"
+    common::run_in_child(
+        "mem_reclaim_queues_progress_while_worker_creation_fails",
+        CHILD,
+        Duration::from_secs(60),
     );
 }
 

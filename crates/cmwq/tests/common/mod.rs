@@ -526,3 +526,32 @@ pub mod global_hook {
             .collect()
     }
 }
+
+/// Runs test `name` of this test binary again in a child process with the environment
+/// variable `env` set to `1` (the test then plays the child's part), waits at most `timeout`
+/// (a hang fails the test instead of the CI job), and asserts that the child exited
+/// successfully and printed `CHILD OK`.
+#[allow(dead_code)]
+#[track_caller]
+pub fn run_in_child(name: &str, env: &str, timeout: Duration) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the child");
+    let finished = wait_until(timeout, || {
+        child.try_wait().expect("poll the child").is_some()
+    });
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("child output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        finished && out.status.success() && stdout.contains("CHILD OK"),
+        "child failed (finished: {finished}):\n{stdout}\n{stderr}"
+    );
+}
