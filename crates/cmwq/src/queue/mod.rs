@@ -12,6 +12,7 @@
 //! and a worker retires its item's flush color there.
 
 pub(crate) mod attrs;
+pub(crate) mod create;
 pub(crate) mod flush;
 pub(crate) mod freezer;
 pub(crate) mod percpu;

@@ -1,8 +1,8 @@
 //! Workqueues: the user-facing policy object (flags, `max_active`, flush domain) and the
-//! queueing path.
+//! queueing path. Creation (the builder, `alloc_workqueue`) is in `queue/create.rs`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bitflags::bitflags;
@@ -12,12 +12,14 @@ use crate::os::topology;
 use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
 use crate::pool::worker;
-use crate::pool::{self, kick_pool, HIGHPRI_NICE};
-use crate::queue::attrs::{unbound_pods, AffinityScope, WorkqueueAttrs};
+use crate::pool::{self, kick_pool};
+use crate::queue::attrs::WorkqueueAttrs;
+pub use crate::queue::create::WorkqueueBuilder;
+use crate::queue::create::{create, effective_max_active};
 use crate::queue::flush::{FlushLocked, FlushState};
-use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
+use crate::queue::pwq::PoolWorkqueue;
 use crate::work::data;
-use crate::{Error, Work, WorkPanic};
+use crate::{Error, Work};
 
 /// Largest `max_active` (the kernel's `WQ_MAX_ACTIVE`).
 pub const WQ_MAX_ACTIVE: usize = 2048;
@@ -90,7 +92,7 @@ pub(crate) struct WqShared {
     pub(crate) name: String,
     pub(crate) flags: WqFlags,
     pub(crate) ordered: bool,
-    system: bool,
+    pub(super) system: bool,
     /// `state::*` bits. Release on set, Acquire on read (pairs with the setter).
     pub(crate) state: AtomicU32,
     /// One per allowed CPU (per-CPU queues), one per pod (unbound) or exactly one
@@ -99,18 +101,18 @@ pub(crate) struct WqShared {
     /// Unbound queues with several pods: `pod_of_cpu[idx]` is the index in `pwqs` of the pod
     /// of the CPU at position `idx` of `online_cpus()` (0, the first pod, for CPUs outside
     /// the cpumask). Empty otherwise.
-    pod_of_cpu: Vec<u32>,
+    pub(super) pod_of_cpu: Vec<u32>,
     /// The attributes as created (see [`Workqueue::attrs`]).
-    attrs: WorkqueueAttrs,
+    pub(super) attrs: WorkqueueAttrs,
     /// The wq mutex. Lock order: wq mutex → pool lock → flush-done lock.
     pub(crate) mutex: Mutex<WqLocked>,
     pub(crate) flush_state: FlushState,
     /// Mirror of `WqLocked::max_active` for lock-free reads.
-    max_active: AtomicUsize,
-    rescuer: Mutex<Option<Rescuer>>,
+    pub(super) max_active: AtomicUsize,
+    pub(super) rescuer: Mutex<Option<Rescuer>>,
     /// The queue's own panic handler ([`WorkqueueBuilder::panic_handler`]). A leaf lock held
     /// only to clone or take the `Arc`; taken out (and dropped, unlocked) by destroy.
-    panic_handler: Mutex<Option<PanicHook>>,
+    pub(super) panic_handler: Mutex<Option<PanicHook>>,
 }
 
 /// A workqueue (the kernel's `workqueue_struct`): a named domain for queueing, flushing and
@@ -120,186 +122,17 @@ pub(crate) struct WqShared {
 /// [`destroy`](Self::destroy) does).
 #[derive(Clone)]
 pub struct Workqueue {
-    handle: Arc<WqHandle>,
+    pub(super) handle: Arc<WqHandle>,
 }
 
 /// Destroys the queue when the last user handle goes.
-struct WqHandle {
-    shared: Arc<WqShared>,
+pub(super) struct WqHandle {
+    pub(super) shared: Arc<WqShared>,
 }
 
 impl Drop for WqHandle {
     fn drop(&mut self) {
         destroy_shared(&self.shared);
-    }
-}
-
-/// Builds a [`Workqueue`] with non-default attributes.
-///
-/// ```
-/// use cmwq::{Work, Workqueue, WqFlags};
-///
-/// let wq = Workqueue::builder("builder-example")
-///     .flags(WqFlags::UNBOUND)
-///     .max_active(4)
-///     .build()?;
-/// let item = Work::new(|_| {});
-/// assert!(wq.queue(&item));
-/// item.flush();
-/// # Ok::<(), cmwq::Error>(())
-/// ```
-#[derive(Clone)]
-#[must_use]
-pub struct WorkqueueBuilder {
-    name: String,
-    flags: WqFlags,
-    max_active: usize,
-    nice: Option<i32>,
-    cpumask: Option<Vec<usize>>,
-    affinity_scope: Option<AffinityScope>,
-    affinity_strict: Option<bool>,
-    ordered: bool,
-    panic_handler: Option<PanicHook>,
-}
-
-impl fmt::Debug for WorkqueueBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkqueueBuilder")
-            .field("name", &self.name)
-            .field("flags", &self.flags)
-            .field("max_active", &self.max_active)
-            .field("nice", &self.nice)
-            .field("cpumask", &self.cpumask)
-            .field("affinity_scope", &self.affinity_scope)
-            .field("affinity_strict", &self.affinity_strict)
-            .field("ordered", &self.ordered)
-            .field(
-                "panic_handler",
-                &self.panic_handler.as_ref().map(|_| "Fn(&WorkPanic)"),
-            )
-            .finish()
-    }
-}
-
-impl WorkqueueBuilder {
-    /// Creation flags.
-    pub fn flags(mut self, flags: WqFlags) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    /// Most items active at once per pool workqueue (0: the default, 1024).
-    pub fn max_active(mut self, max_active: usize) -> Self {
-        self.max_active = max_active;
-        self
-    }
-
-    /// Nice value of the workers (unbound queues only; -20..=19).
-    pub fn nice(mut self, nice: i32) -> Self {
-        self.nice = Some(nice);
-        self
-    }
-
-    /// CPUs the workers may run on (unbound queues only; a subset of `online_cpus()`).
-    pub fn cpumask(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
-        let mut v: Vec<usize> = cpus.into_iter().collect();
-        v.sort_unstable();
-        v.dedup();
-        self.cpumask = Some(v);
-        self
-    }
-
-    /// How the cpumask is cut into pods, one pool workqueue each (unbound queues only; the
-    /// default is [`AffinityScope::Default`], which
-    /// [`Config::default_affinity_scope`](crate::Config::default_affinity_scope) resolves).
-    /// Ordered queues keep one pwq over the whole cpumask whatever the scope. Without this
-    /// call, a queue whose `max_active` is below the default gets [`AffinityScope::System`]
-    /// (one pod), so that its limit holds queue-wide; with it, each pod applies the limit by
-    /// itself (the kernel's split of `max_active` between nodes is not done yet).
-    pub fn affinity_scope(mut self, scope: AffinityScope) -> Self {
-        self.affinity_scope = Some(scope);
-        self
-    }
-
-    /// Whether workers are confined to their pod (unbound queues only; default `false`:
-    /// workers may run on the whole cpumask and are put back into their pod when they start
-    /// an item outside it).
-    pub fn affinity_strict(mut self, strict: bool) -> Self {
-        self.affinity_strict = Some(strict);
-        self
-    }
-
-    /// Makes the queue ordered: one item at a time, in queueing order, as
-    /// [`Workqueue::ordered`] does. Ordered queues are unbound: with
-    /// [`WqFlags::PERCPU`] in [`flags`](Self::flags), [`build`](Self::build) fails with
-    /// [`Error::InvalidFlags`]; [`max_active`](Self::max_active) is ignored (always 1).
-    ///
-    /// ```
-    /// use std::sync::{Arc, Mutex};
-    /// use cmwq::{Work, Workqueue};
-    ///
-    /// let wq = Workqueue::builder("ordered-builder").ordered().build()?;
-    /// let log = Arc::new(Mutex::new(Vec::new()));
-    /// let items: Vec<Work> = (0..4)
-    ///     .map(|i| {
-    ///         let log = log.clone();
-    ///         Work::new(move |_| log.lock().unwrap().push(i))
-    ///     })
-    ///     .collect();
-    /// for item in &items {
-    ///     wq.queue(item);
-    /// }
-    /// wq.flush();
-    /// assert_eq!(*log.lock().unwrap(), [0, 1, 2, 3]);
-    /// # Ok::<(), cmwq::Error>(())
-    /// ```
-    pub fn ordered(mut self) -> Self {
-        self.ordered = true;
-        self
-    }
-
-    /// Sets this queue's own handler for the panics of its items, instead of the global hook
-    /// of [`set_panic_hook`](crate::set_panic_hook) (which stays in force for queues without
-    /// a handler). It gets every report the hook would have got for this queue: a panic in a
-    /// work function, or in the `Drop` of an item or of what it captured.
-    ///
-    /// As the hook, it runs on the worker thread with no engine lock held, and may queue work
-    /// or panic (a panicking handler is reported on stderr and ignored; the worker carries on
-    /// with the next item). It is dropped, with no lock held, when the queue is destroyed;
-    /// a report made after that (the `Drop` of an item whose last reference the engine gives
-    /// up late) goes to the global hook.
-    ///
-    /// Items of [`Workqueue::spawn`] and [`Workqueue::scope`] hand their panics to their
-    /// handle or scope instead, so the handler sees them only when nobody can receive them
-    /// (a spawned item whose handle was dropped before the panic was caught), exactly as the
-    /// global hook would.
-    ///
-    /// ```
-    /// use std::sync::mpsc;
-    /// use cmwq::{Work, Workqueue};
-    ///
-    /// let (tx, rx) = mpsc::channel();
-    /// let tx = std::sync::Mutex::new(tx);
-    /// let wq = Workqueue::builder("handled")
-    ///     .panic_handler(move |p| {
-    ///         let _ = tx.lock().unwrap().send(p.message.clone());
-    ///     })
-    ///     .build()?;
-    /// let item = Work::new(|_| panic!("bad item"));
-    /// wq.queue(&item);
-    /// item.flush();
-    /// let message = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
-    /// assert_eq!(message, "bad item");
-    /// # Ok::<(), cmwq::Error>(())
-    /// ```
-    pub fn panic_handler(mut self, handler: impl Fn(&WorkPanic) + Send + Sync + 'static) -> Self {
-        self.panic_handler = Some(Arc::new(handler));
-        self
-    }
-
-    /// Creates the workqueue.
-    pub fn build(self) -> Result<Workqueue, Error> {
-        create(self, false)
     }
 }
 
@@ -340,17 +173,7 @@ impl Workqueue {
 
     /// A builder for the attributes `new` does not take.
     pub fn builder(name: &str) -> WorkqueueBuilder {
-        WorkqueueBuilder {
-            name: name.to_string(),
-            flags: WqFlags::empty(),
-            max_active: 0,
-            nice: None,
-            cpumask: None,
-            affinity_scope: None,
-            affinity_strict: None,
-            ordered: false,
-            panic_handler: None,
-        }
+        WorkqueueBuilder::new(name)
     }
 
     pub(crate) fn new_system(name: &str, flags: WqFlags, max_active: usize) -> Workqueue {
@@ -387,9 +210,9 @@ impl Workqueue {
     }
 
     /// The queue's attributes: for an unbound queue what the builder set (or the defaults:
-    /// nice 0, or -20 with [`WqFlags::HIGHPRI`], every CPU, [`AffinityScope::Default`],
+    /// nice 0, or -20 with [`WqFlags::HIGHPRI`], every CPU, [`AffinityScope::Default`](crate::AffinityScope::Default),
     /// non-strict). A per-CPU queue reports its pools': their nice value, every CPU,
-    /// [`AffinityScope::Cpu`] and strict (each CPU is a pod of its own, its workers pinned).
+    /// [`AffinityScope::Cpu`](crate::AffinityScope::Cpu) and strict (each CPU is a pod of its own, its workers pinned).
     ///
     /// ```
     /// use cmwq::{AffinityScope, Workqueue, WqFlags};
@@ -564,181 +387,9 @@ impl fmt::Debug for Workqueue {
     }
 }
 
-fn effective_max_active(max_active: usize) -> Result<usize, Error> {
-    match max_active {
-        0 => Ok(WQ_DFL_ACTIVE),
-        n if n <= WQ_MAX_ACTIVE => Ok(n),
-        n => Err(Error::InvalidMaxActive {
-            max_active: n,
-            max: WQ_MAX_ACTIVE,
-        }),
-    }
-}
-
-/// The affinity scope of a new unbound queue: the one asked for, else the default, except
-/// that a queue with a limit of its own (`max_active` below the default) that leaves the scope
-/// to the default gets one pod over its whole cpumask ([`AffinityScope::System`]). Until the
-/// limit is shared between pods (the kernel's 6.9 split by node, not done yet) each pod's
-/// pool workqueue applies `max_active` by itself, and a queue with several pods could run
-/// pods x `max_active` items at once; an explicitly chosen scope keeps its pods, with that
-/// per-pod limit (DESIGN.md, Differences from Linux).
-fn scope_for(asked: Option<AffinityScope>, max_active: usize) -> AffinityScope {
-    match asked {
-        Some(scope) => scope,
-        None if max_active < WQ_DFL_ACTIVE => AffinityScope::System,
-        None => AffinityScope::Default,
-    }
-}
-
-fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    if b.name.is_empty() {
-        return Err(Error::InvalidName);
-    }
-    let mut flags = b.flags;
-    if flags.contains(WqFlags::UNBOUND | WqFlags::PERCPU) {
-        return Err(Error::InvalidFlags {
-            reason: "UNBOUND and PERCPU are mutually exclusive",
-        });
-    }
-    // The kernel's `workqueue.power_efficient`: such queues become unbound (PERCPU, which
-    // they may also carry, gives way as the kernel's `WQ_UNBOUND` overrides it).
-    if flags.contains(WqFlags::POWER_EFFICIENT) && crate::config().power_efficient {
-        flags.remove(WqFlags::PERCPU);
-        flags |= WqFlags::UNBOUND;
-    }
-    let max_active = if b.ordered {
-        if flags.contains(WqFlags::PERCPU) {
-            return Err(Error::InvalidFlags {
-                reason: "an ordered workqueue is unbound",
-            });
-        }
-        flags |= WqFlags::UNBOUND;
-        1
-    } else {
-        effective_max_active(b.max_active)?
-    };
-    let unbound = flags.contains(WqFlags::UNBOUND);
-    if !unbound
-        && (b.nice.is_some()
-            || b.cpumask.is_some()
-            || b.affinity_scope.is_some()
-            || b.affinity_strict.is_some())
-    {
-        return Err(Error::InvalidAttrs {
-            reason: "nice, cpumask and affinity apply to UNBOUND workqueues only".into(),
-        });
-    }
-    let attrs = if unbound {
-        let nice = b.nice.unwrap_or(if flags.contains(WqFlags::HIGHPRI) {
-            HIGHPRI_NICE
-        } else {
-            0
-        });
-        if !(-20..=19).contains(&nice) {
-            return Err(Error::InvalidAttrs {
-                reason: format!("nice {nice} is outside -20..=19"),
-            });
-        }
-        let online = &topology::cpus().list;
-        let cpumask = b.cpumask.clone().unwrap_or_else(|| online.clone());
-        if cpumask.is_empty() {
-            return Err(Error::InvalidAttrs {
-                reason: "empty cpumask".into(),
-            });
-        }
-        if let Some(&cpu) = cpumask.iter().find(|c| !online.contains(c)) {
-            return Err(Error::InvalidCpu { cpu });
-        }
-        Some(
-            WorkqueueAttrs::new()
-                .with_nice(nice)
-                .with_cpumask(cpumask)
-                .with_affinity_scope(scope_for(b.affinity_scope, max_active))
-                .with_affinity_strict(b.affinity_strict.unwrap_or(false)),
-        )
-    } else {
-        None
-    };
-    let (pool_attrs, pod_of_cpu) = match &attrs {
-        Some(a) => unbound_pods(a, b.ordered),
-        None => (Vec::new(), Vec::new()),
-    };
-    let attrs = attrs.unwrap_or_else(|| {
-        WorkqueueAttrs::new()
-            .with_nice(if flags.contains(WqFlags::HIGHPRI) {
-                HIGHPRI_NICE
-            } else {
-                0
-            })
-            .with_affinity_scope(AffinityScope::Cpu)
-            .with_affinity_strict(true)
-    });
-
-    let shared = Arc::new(WqShared {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        name: b.name.clone(),
-        flags,
-        ordered: b.ordered,
-        system,
-        state: AtomicU32::new(0),
-        pwqs: OnceLock::new(),
-        pod_of_cpu,
-        attrs,
-        mutex: Mutex::new(WqLocked {
-            flush: FlushLocked::default(),
-            nr_drainers: 0,
-            max_active,
-        }),
-        flush_state: FlushState::default(),
-        max_active: AtomicUsize::new(max_active),
-        rescuer: Mutex::new(None),
-        panic_handler: Mutex::new(b.panic_handler),
-    });
-    let pools: Vec<Arc<pool::WorkerPool>> = if unbound {
-        pool_attrs.iter().map(pool::get_unbound_pool).collect()
-    } else {
-        (0..topology::cpus().list.len())
-            .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
-            .collect()
-    };
-    let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
-    for pool in &pools {
-        match pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0)) {
-            Some(slot) => pwqs.push(PoolWorkqueue {
-                pool: pool.clone(),
-                slot,
-            }),
-            None => {
-                // Give back what was taken: the slots added so far, the unbound pools.
-                for pwq in &pwqs {
-                    pwq.pool.locked.lock().release_pwq(pwq.slot);
-                }
-                for pool in &pools {
-                    if pool.is_unbound() {
-                        pool::put_unbound_pool(pool);
-                    }
-                }
-                return Err(Error::TooManyWorkqueues {
-                    max: data::MAX_SLOT + 1,
-                });
-            }
-        }
-    }
-    let _ = shared.pwqs.set(pwqs);
-    registry().lock().push(Arc::downgrade(&shared));
-    crate::queue::freezer::adjust_new(&shared);
-    if flags.contains(WqFlags::MEM_RECLAIM) {
-        *shared.rescuer.lock() = Some(Rescuer::start(&shared));
-    }
-    Ok(Workqueue {
-        handle: Arc::new(WqHandle { shared }),
-    })
-}
-
 /// Every live workqueue, in creation order (the kernel's `workqueues` list), for statistics
 /// and dumps. Weak: the list keeps no queue alive; destroy takes its queue out.
-fn registry() -> &'static Mutex<Vec<std::sync::Weak<WqShared>>> {
+pub(super) fn registry() -> &'static Mutex<Vec<std::sync::Weak<WqShared>>> {
     static WORKQUEUES: Mutex<Vec<std::sync::Weak<WqShared>>> = Mutex::new(Vec::new());
     &WORKQUEUES
 }
