@@ -128,12 +128,22 @@ fn adjust_all() {
 /// # Ok::<(), cmwq::Error>(())
 /// ```
 pub fn freeze() -> bool {
-    let _freezer = FREEZER.lock();
-    if FREEZING.load(Ordering::Relaxed) {
+    let changed = set_freezing(true);
+    if !changed {
         tracing::warn!(target: "cmwq", "freeze() while already frozen: ignored (freezing does not nest)");
+    }
+    changed
+}
+
+/// Sets the freezing state and re-applies every freezable pwq's limit; returns `false`, and
+/// changes nothing, if it already was `on`. The warning of a caller that changed nothing is
+/// logged after the freezer lock is released (a subscriber is user code).
+fn set_freezing(on: bool) -> bool {
+    let _freezer = FREEZER.lock();
+    if FREEZING.load(Ordering::Relaxed) == on {
         return false;
     }
-    FREEZING.store(true, Ordering::Relaxed);
+    FREEZING.store(on, Ordering::Relaxed);
     adjust_all();
     true
 }
@@ -143,14 +153,11 @@ pub fn freeze() -> bool {
 /// in queueing order. Returns `true` if it thawed; without a [`freeze`] before it logs a
 /// warning and returns `false` (the kernel ignores it).
 pub fn thaw() -> bool {
-    let _freezer = FREEZER.lock();
-    if !FREEZING.load(Ordering::Relaxed) {
+    let changed = set_freezing(false);
+    if !changed {
         tracing::warn!(target: "cmwq", "thaw() while not frozen: ignored");
-        return false;
     }
-    FREEZING.store(false, Ordering::Relaxed);
-    adjust_all();
-    true
+    changed
 }
 
 /// Whether items of freezable workqueues are still active (the kernel's
@@ -158,10 +165,10 @@ pub fn thaw() -> bool {
 /// running. Held items do not count. Called while not frozen it logs a warning (the kernel
 /// warns once) and reports the same count.
 pub fn freeze_busy() -> bool {
-    let _freezer = FREEZER.lock();
     if !FREEZING.load(Ordering::Relaxed) {
         tracing::warn!(target: "cmwq", "freeze_busy() while not frozen");
     }
+    let _freezer = FREEZER.lock();
     all_workqueues()
         .iter()
         .filter(|wq| wq.flags.contains(WqFlags::FREEZABLE))
