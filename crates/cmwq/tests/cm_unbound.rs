@@ -154,3 +154,38 @@ fn unbound_items_spinning_for_a_later_item_do_not_starve_it() {
         common::DEADLINE
     );
 }
+
+#[test]
+fn a_stream_of_empty_items_keeps_an_unbound_pool_at_its_floor() {
+    // One producer queueing empty items: the workers spend most of their time in the engine,
+    // often waiting for the pool lock, which `/proc` shows as asleep. Such waits are not
+    // sleeps in an item and must not open the creation gate (they did: the pool grew to a
+    // dozen workers, each item then paid a wake-up). The floor is one worker per CPU and a
+    // spare. A pool of its own (nice 1), so that other tests' workers are not counted.
+    let _s = serial();
+    let wq = Workqueue::builder("cm-empty-stream")
+        .flags(WqFlags::UNBOUND)
+        .nice(1)
+        .build()
+        .unwrap();
+    let prefix = pool_prefix(&wq);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut queued = 0usize;
+    // Long enough for many monitor samples (1 ms apart while busy).
+    while queued < 200_000 || start.elapsed() < Duration::from_millis(300) {
+        let r = ran.clone();
+        wq.queue(&Work::new(move |_| {
+            r.fetch_add(1, Ordering::Relaxed);
+        }));
+        queued += 1;
+    }
+    wq.flush();
+    assert_eq!(ran.load(Ordering::Relaxed), queued);
+    let floor = cmwq::online_cpus().len() + 1;
+    let workers = threads_named(&prefix);
+    assert!(
+        workers <= floor,
+        "{workers} workers for a stream of empty items, more than the floor of {floor}"
+    );
+}

@@ -26,6 +26,7 @@
 //! it started or last slept is marked CPU-intensive (it leaves `nr_running` until it ends), as
 //! in kernels since 6.5.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,9 @@ struct Reading {
     /// Busy and under concurrency management: counted, or asleep in `blocking()`.
     managed: bool,
     intensive: bool,
+    /// The worker's `in_item` word, and the epoch it held under the lock: nonzero when the
+    /// worker was inside an item's function (not in the engine's bookkeeping around it).
+    in_item: (Arc<AtomicU64>, u64),
     /// The pwq slot of the item it runs, with its workqueue's id (CPU-time accounting).
     item: Option<(u32, u64)>,
 }
@@ -242,6 +246,8 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> Sampled
                 counted: busy && w.flags & flags::NOT_RUNNING == 0 && w.sleep == Sleep::Awake,
                 managed: busy && w.flags & flags::NOT_RUNNING == 0,
                 intensive: w.flags & flags::CPU_INTENSIVE != 0,
+                // Relaxed: a hint (see `WorkerSlot::in_item`).
+                in_item: (w.in_item.clone(), w.in_item.load(Ordering::Relaxed)),
                 item: w.current.and_then(|(_, slot)| {
                     let wq = g.pwqs.get(slot as usize)?.as_ref()?.wq.id;
                     Some((slot, wq))
@@ -296,11 +302,13 @@ pub(crate) fn sample_pool(pool: &Arc<WorkerPool>, s: &mut PoolSample) -> Sampled
             if !r.intensive {
                 used_managed += delta;
             }
-            if watched(r) && (same_epoch.is_none() || delta < el / 4) {
-                maybe_asleep.push(r.tid);
+            // Only a worker inside an item can be asleep in one: between items it is in the
+            // engine (maybe waiting for the pool lock, which reads as asleep in `/proc`).
+            if watched(r) && r.in_item.1 != 0 && (same_epoch.is_none() || delta < el / 4) {
+                maybe_asleep.push((r.tid, r.in_item.clone()));
             }
-        } else if watched(r) {
-            maybe_asleep.push(r.tid);
+        } else if watched(r) && r.in_item.1 != 0 {
+            maybe_asleep.push((r.tid, r.in_item.clone()));
         }
         // A worker inside `blocking()` that keeps using the CPU is not asleep: it is a hog
         // like any other (and, unmarked, would hold back the workers its pool needs).
@@ -485,10 +493,13 @@ fn mark_hogs(g: &mut PoolLocked, hogs: &[(usize, u64)]) -> Vec<(String, &'static
 /// Most `/proc/self/task/<tid>/stat` reads per pool and sample.
 const PROC_READS: usize = 16;
 
-/// How many of `candidates` sleep in the kernel (`S`/`D`). Past [`PROC_READS`] candidates it
-/// reads a rotating window of them and scales the count up to all candidates, so the estimate
-/// (and the target built on it) is not capped at the number of reads.
-fn count_asleep(candidates: &[i32], cursor: &mut usize) -> usize {
+/// How many of `candidates` (thread ids, with the `in_item` word of each and the epoch it held
+/// when sampled) sleep in the kernel (`S`/`D`) inside that same item: the word is read again
+/// after the state, so a worker that left its item meanwhile (and now waits for the pool
+/// lock, say) is not counted. Past [`PROC_READS`] candidates it reads a rotating window of
+/// them and scales the count up to all candidates, so the estimate (and the target built on
+/// it) is not capped at the number of reads.
+fn count_asleep(candidates: &[(i32, (Arc<AtomicU64>, u64))], cursor: &mut usize) -> usize {
     let n = candidates.len();
     if n == 0 {
         return 0;
@@ -497,8 +508,12 @@ fn count_asleep(candidates: &[i32], cursor: &mut usize) -> usize {
     let start = if n > reads { *cursor % n } else { 0 };
     *cursor = cursor.wrapping_add(reads);
     let asleep = (0..reads)
-        .map(|i| candidates[(start + i) % n])
-        .filter(|&tid| matches!(topology::task_state(tid), Some(b'S' | b'D')))
+        .map(|i| &candidates[(start + i) % n])
+        .filter(|(tid, (word, epoch))| {
+            matches!(topology::task_state(*tid), Some(b'S' | b'D'))
+                // Relaxed: a hint; the system call above orders the two reads in practice.
+                && word.load(Ordering::Relaxed) == *epoch
+        })
         .count();
     scale_sample(asleep, reads, n)
 }

@@ -1,6 +1,7 @@
 //! Worker management: creating workers (the manager role), the first worker of a pool,
 //! retrying after failures, and reaping idle workers.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +48,7 @@ pub(crate) fn new_slot(flags: u32, cv: Arc<Condvar>, name: String) -> WorkerSlot
         name,
         current_waiters: Vec::new(),
         cv,
+        in_item: Arc::new(AtomicU64::new(0)),
         tid: 0,
         join: None,
         last_active: Instant::now(),
@@ -76,7 +78,9 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
     let name = worker_name(pool, id);
     let cv = Arc::new(Condvar::new());
     let base = if pool.is_unbound() { flags::UNBOUND } else { 0 };
-    g.workers[id] = Some(new_slot(flags::PREP | base, cv.clone(), name.clone()));
+    let slot = new_slot(flags::PREP | base, cv.clone(), name.clone());
+    let in_item = slot.in_item.clone();
+    g.workers[id] = Some(slot);
     g.nr_workers += 1;
     g.worker_enter_idle(id);
 
@@ -85,7 +89,7 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
         let name2 = name.clone();
         std::thread::Builder::new()
             .name(topology::thread_name(&name))
-            .spawn(move || crate::pool::worker::worker_thread(pool, id, cv, name2))
+            .spawn(move || crate::pool::worker::worker_thread(pool, id, cv, in_item, name2))
     });
     let killed = g.workers[id].as_ref().is_none_or(|w| w.die);
     match spawned {

@@ -117,10 +117,12 @@ fn rescue(pool: &Arc<WorkerPool>, slot: u32, name: &str, shared: &Shared) -> boo
     w.rescuer = true;
     w.wake = false;
     w.tid = topology::gettid();
+    let in_item = w.in_item.clone();
     g.workers[id] = Some(w);
     set_worker_ctx(Some(WorkerCtx {
         pool: pool.clone(),
         id,
+        in_item,
         name: name.to_string(),
     }));
     let mut done = 0usize;

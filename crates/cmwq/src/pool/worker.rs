@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, MutexGuard};
@@ -23,13 +24,32 @@ use crate::Work;
 pub(crate) struct WorkerCtx {
     pub(crate) pool: Arc<WorkerPool>,
     pub(crate) id: usize,
+    /// The worker slot's `in_item`: the item's epoch while this thread runs an item's
+    /// function, 0 otherwise. The monitor counts a worker as asleep in an item only if it
+    /// finds the same epoch there before and after reading its state in `/proc`, so that one
+    /// waiting for the pool lock between tiny items does not read as a sleeper (which opened
+    /// an unbound pool's creation gate and grew it to a dozen workers under a stream of empty
+    /// items).
+    pub(crate) in_item: Arc<AtomicU64>,
     pub(crate) name: String,
 }
 
 /// What the worker is executing.
 struct Current {
     work: Work,
-    wq: Arc<WqShared>,
+    /// The item's workqueue, borrowed from its pwq (see [`Current::wq`]).
+    wq: *const WqShared,
+}
+
+impl Current {
+    fn wq(&self) -> &WqShared {
+        // SAFETY: `run_work` sets this from the `Arc<WqShared>` of the pwq the item is in
+        // flight on. The pool keeps that `Arc` in the pwq's slot until the slot is released,
+        // which destroy does only once the queue is quiescent, so not before this item is
+        // retired; the retire comes after `run_work` has returned, and a `Current` lives only
+        // inside `run_work`.
+        unsafe { &*self.wq }
+    }
 }
 
 thread_local! {
@@ -62,17 +82,17 @@ pub fn current_work() -> Option<Work> {
 
 /// Id of the workqueue whose item the calling thread executes.
 pub(crate) fn current_wq_id() -> Option<u64> {
-    with_current(|c| c.map(|c| c.wq.id))
+    with_current(|c| c.map(|c| c.wq().id))
 }
 
 /// Flags of the workqueue whose item the calling thread executes.
 pub(crate) fn current_wq_flags() -> Option<WqFlags> {
-    with_current(|c| c.map(|c| c.wq.flags))
+    with_current(|c| c.map(|c| c.wq().flags))
 }
 
 /// Name of the workqueue whose item the calling thread executes.
 pub(crate) fn current_wq_name() -> Option<String> {
-    with_current(|c| c.map(|c| c.wq.name.clone()))
+    with_current(|c| c.map(|c| c.wq().name.clone()))
 }
 
 /// Whether the calling thread is executing `work`.
@@ -169,11 +189,18 @@ pub(crate) fn set_worker_ctx(ctx: Option<WorkerCtx>) {
     WORKER.with(|w| *w.borrow_mut() = ctx);
 }
 
-pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, name: String) {
+pub(crate) fn worker_thread(
+    pool: Arc<WorkerPool>,
+    id: usize,
+    cv: Arc<Condvar>,
+    in_item: Arc<AtomicU64>,
+    name: String,
+) {
     setup_thread(&pool);
     set_worker_ctx(Some(WorkerCtx {
         pool: pool.clone(),
         id,
+        in_item,
         name,
     }));
     let mut g = pool.locked.lock();
@@ -355,16 +382,21 @@ fn process_one_work(
     let key = work.key();
     g.busy.insert(key, id);
     g.nr_started += 1;
-    let wq = {
-        let pwq = g.pwq(slot);
-        pwq.nr_started += 1;
-        pwq.wq.clone()
-    };
+    let pwq = g.pwq(slot);
+    pwq.nr_started += 1;
+    // Borrowed, not cloned: no write to the queue's shared line per item (producers read it
+    // on every queueing). Valid until the retire below: the pwq holds the queue until the
+    // item is retired (see `Current::wq`).
+    let wq_ptr: *const WqShared = Arc::as_ptr(&pwq.wq);
+    // SAFETY: as for `Current::wq`: the pwq's `Arc` outlives every use of `wq` before the
+    // retire; after it, only `g.pwq(slot).wq` (taken before the retire) is used.
+    let wq: &WqShared = unsafe { &*wq_ptr };
     let cpu_intensive = wq.flags.contains(WqFlags::CPU_INTENSIVE);
     let w = g.worker(id);
     w.current = Some((key, slot));
     w.current_function = function;
     w.epoch += 1;
+    let epoch = w.epoch;
     if cpu_intensive {
         g.worker_set_flags(id, flags::CPU_INTENSIVE);
     }
@@ -379,10 +411,13 @@ fn process_one_work(
     }
 
     let may_leave_pod = pool.attrs.may_leave_pod();
-    let (work, wq, repatriated) = MutexGuard::unlocked(g, || {
+    let (work, repatriated) = MutexGuard::unlocked(g, || {
         let repatriated = may_leave_pod && repatriate(pool);
-        let (work, wq) = run_work(work, wq, function);
-        (work, wq, repatriated)
+        // Relaxed: a hint for the monitor's samples (see `WorkerSlot::in_item`).
+        let _ = with_worker(|w| w.in_item.store(epoch, Ordering::Relaxed));
+        let work = run_work(work, wq, function);
+        let _ = with_worker(|w| w.in_item.store(0, Ordering::Relaxed));
+        (work, repatriated)
     });
     if repatriated {
         g.pwq(slot).nr_repatriated += 1;
@@ -398,10 +433,13 @@ fn process_one_work(
         w.desc = None;
     }
     let waiters = std::mem::take(&mut w.current_waiters);
-    g.pwq(slot).nr_completed += 1;
-    g.dec_nr_in_flight(slot, color, true);
-
+    let pwq = g.pwq(slot);
+    pwq.nr_completed += 1;
+    // The queue for the item's release, counted before the retire (after it, destroy may
+    // free the queue); `wq` is not used past this point.
     if !waiters.is_empty() {
+        let wq = pwq.wq.clone();
+        g.dec_nr_in_flight(slot, color, true);
         // Somebody waits for this run to end (and may then expect the engine to hold no
         // reference): give it up now, unlocked, with the kept ones.
         MutexGuard::unlocked(g, || {
@@ -411,7 +449,11 @@ fn process_one_work(
                 c.complete();
             }
         });
-    } else if deferred.keep(work, wq, function) {
+        return;
+    }
+    let full = deferred.keep(work, &pwq.wq, function);
+    g.dec_nr_in_flight(slot, color, true);
+    if full {
         MutexGuard::unlocked(g, || deferred.release());
     }
 }
@@ -447,7 +489,19 @@ fn release(work: crate::Work, wq: &WqShared, function: &'static str) {
 /// `Deferred` that holds items is a bug (their `Drop` would run wherever it dies): call
 /// [`release`](Self::release).
 #[derive(Default)]
-pub(crate) struct Deferred(Vec<(Work, Arc<WqShared>, &'static str)>);
+pub(crate) struct Deferred {
+    kept: Vec<Kept>,
+    /// The queue of the last kept item (null when none is kept): consecutive items of one
+    /// queue share the first one's counted reference, so keeping costs no shared write.
+    last_wq: *const WqShared,
+}
+
+/// One kept reference: `wq` is `None` when it is the same as the previous one's.
+struct Kept {
+    work: Work,
+    wq: Option<Arc<WqShared>>,
+    function: &'static str,
+}
 
 /// Most references a worker keeps before it gives them up: one unlock per this many items
 /// instead of one per item.
@@ -455,45 +509,65 @@ const DEFERRED_MAX: usize = 32;
 
 impl Deferred {
     /// Keeps one; returns whether the list is full (the caller then releases it).
-    fn keep(&mut self, work: Work, wq: Arc<WqShared>, function: &'static str) -> bool {
-        if self.0.capacity() == 0 {
-            self.0.reserve_exact(DEFERRED_MAX);
+    fn keep(&mut self, work: Work, wq: &Arc<WqShared>, function: &'static str) -> bool {
+        if self.kept.capacity() == 0 {
+            self.kept.reserve_exact(DEFERRED_MAX);
         }
-        self.0.push((work, wq, function));
-        self.0.len() >= DEFERRED_MAX
+        let wq = if ptr::eq(self.last_wq, Arc::as_ptr(wq)) {
+            None
+        } else {
+            self.last_wq = Arc::as_ptr(wq);
+            Some(wq.clone())
+        };
+        self.kept.push(Kept { work, wq, function });
+        self.kept.len() >= DEFERRED_MAX
     }
 
     /// Whether nothing is kept.
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.kept.is_empty()
     }
 
     /// Gives up every kept reference. Call with no engine lock held and no item held.
     pub(crate) fn release(&mut self) {
-        for (work, wq, function) in self.0.drain(..) {
-            release(work, &wq, function);
+        self.last_wq = ptr::null();
+        let mut wq: Option<Arc<WqShared>> = None;
+        for kept in self.kept.drain(..) {
+            if kept.wq.is_some() {
+                wq = kept.wq;
+            }
+            let wq = wq
+                .as_ref()
+                .expect("the first kept reference carries its queue");
+            release(kept.work, wq, kept.function);
         }
     }
 }
 
 impl Drop for Deferred {
     fn drop(&mut self) {
-        debug_assert!(self.0.is_empty(), "kept item references must be released");
+        debug_assert!(
+            self.kept.is_empty(),
+            "kept item references must be released"
+        );
     }
 }
 
 /// Runs the item's function with `CURRENT` set; a panic in it, or in a trace subscriber, is
-/// contained and reported. Hands the item and its queue back for the bookkeeping.
-fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc<WqShared>) {
+/// contained and reported. Hands the item back for the bookkeeping.
+fn run_work(work: Work, wq: &WqShared, function: &'static str) -> Work {
     let key = work.key();
     // Subscribers are user code: called inside `contain`, and only when one listens.
     let traced = trace::enabled();
     if traced {
-        contain(&wq, function, Site::Trace, || {
+        contain(wq, function, Site::Trace, || {
             trace::execute_start(key, function);
         });
     }
-    let cur = Current { work, wq };
+    let cur = Current {
+        work,
+        wq: ptr::from_ref(wq),
+    };
     {
         /// Resets `CURRENT` to what it was, also if the call below unwinds.
         struct Restore(*const Current);
@@ -503,9 +577,9 @@ fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc
             }
         }
         let _restore = Restore(CURRENT.with(|c| c.replace(&cur)));
-        contain(&cur.wq, function, Site::Run, || {
+        contain(cur.wq(), function, Site::Run, || {
             if traced {
-                let span = trace::execution_span(&cur.wq.name, function);
+                let span = trace::execution_span(&cur.wq().name, function);
                 let _entered = span.enter();
                 cur.work.run()
             } else {
@@ -513,11 +587,11 @@ fn run_work(work: Work, wq: Arc<WqShared>, function: &'static str) -> (Work, Arc
             }
         });
     }
-    let Current { work, wq } = cur;
+    let Current { work, .. } = cur;
     if traced {
-        contain(&wq, function, Site::Trace, || {
+        contain(wq, function, Site::Trace, || {
             trace::execute_end(key, function)
         });
     }
-    (work, wq)
+    work
 }

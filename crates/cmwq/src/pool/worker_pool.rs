@@ -5,7 +5,7 @@
 //! unbound workqueue with equal attributes, and destroyed when the last one goes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -115,6 +115,11 @@ pub(crate) struct WorkerSlot {
     /// Waiters to complete when the current execution ends (flush and cancel_sync).
     pub(crate) current_waiters: Vec<Arc<Completion>>,
     pub(crate) cv: Arc<Condvar>,
+    /// The `epoch` of the item whose function the worker is inside, 0 in the engine's own
+    /// code around it (see [`WorkerCtx::in_item`](crate::pool::worker::WorkerCtx)). Written by
+    /// the worker without the pool lock, read by the monitor: Relaxed, a hint only (a worker
+    /// waiting for the pool lock between items is not asleep in an item).
+    pub(crate) in_item: Arc<AtomicU64>,
     pub(crate) tid: i32,
     pub(crate) join: Option<JoinHandle<()>>,
     pub(crate) last_active: Instant,
