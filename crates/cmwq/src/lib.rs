@@ -292,6 +292,8 @@ pub use observe::stats::{pools, BusyWorker, PoolStats, WqStats};
 pub use observe::watchdog::{set_stall_hook, touch_watchdog, Stall};
 pub use os::cpu_topology::{topology, Topology};
 pub use os::topology::online_cpus;
+
+pub use cm::monitor::monitor_unparks;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};

@@ -189,3 +189,32 @@ fn a_stream_of_empty_items_keeps_an_unbound_pool_at_its_floor() {
         "{workers} workers for a stream of empty items, more than the floor of {floor}"
     );
 }
+
+#[test]
+fn brief_items_often_do_not_wake_the_monitor_for_each() {
+    // A brief item every 50 µs leaves the pools idle at most of the monitor's samples. A
+    // monitor that parked at the first idle sample was woken by about every other item
+    // (thousands of wake-ups a second, each on the critical path of the item's worker);
+    // it now parks only after a run of idle samples.
+    let _s = serial();
+    let wq = Workqueue::new("cm-brief-items", WqFlags::UNBOUND, 0).unwrap();
+    let warm = Work::new(|_| {});
+    wq.queue(&warm);
+    warm.flush();
+    let before = cmwq::monitor_unparks();
+    let items = 2000;
+    for _ in 0..items {
+        let w = Work::new(|_| {});
+        wq.queue(&w);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(50) {
+            std::hint::spin_loop();
+        }
+        w.flush();
+    }
+    let unparks = cmwq::monitor_unparks() - before;
+    assert!(
+        unparks <= 50,
+        "{unparks} monitor wake-ups for {items} brief items 50 µs apart"
+    );
+}

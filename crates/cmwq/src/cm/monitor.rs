@@ -7,7 +7,7 @@
 //! times that while pools are busy but steady, and while every pool is idle it parks until a
 //! worker starts processing (or the next reaping period).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -21,6 +21,15 @@ use crate::pool::{self, manage, rescuer};
 static MONITOR: OnceLock<Thread> = OnceLock::new();
 /// Set while the monitor is parked for lack of busy pools.
 static PARKED: AtomicBool = AtomicBool::new(false);
+
+/// Times a worker woke the parked monitor (Relaxed: a statistic).
+static UNPARKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times workers have woken the parked monitor. For the crate's own tests.
+#[doc(hidden)]
+pub fn monitor_unparks() -> u64 {
+    UNPARKS.load(Ordering::Relaxed)
+}
 
 /// Starts the monitor thread if it is not running.
 pub(crate) fn ensure_started() {
@@ -42,11 +51,16 @@ pub(crate) fn note_busy() {
     // either the monitor's re-scan sees this worker busy, or this load sees PARKED set and
     // unparks (an unpark before the park makes the park return at once).
     if PARKED.load(Ordering::SeqCst) && PARKED.swap(false, Ordering::SeqCst) {
+        // Relaxed: a statistic.
+        UNPARKS.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = MONITOR.get() {
             t.unpark();
         }
     }
 }
+
+/// Consecutive idle samples (taken 4 monitor intervals apart) before the monitor parks.
+const IDLE_ROUNDS_BEFORE_PARK: u32 = 8;
 
 /// Whether any pool has work, a running worker, or a busy one (the monitor's re-scan).
 fn any_pool_busy(pools: &[std::sync::Arc<pool::WorkerPool>]) -> bool {
@@ -73,6 +87,7 @@ fn run() {
     let mut watches: FxHashMap<u64, crate::observe::watchdog::Watch> = FxHashMap::default();
     let mut last_reap = Instant::now();
     let mut steady_rounds = 0u32;
+    let mut idle_rounds = 0u32;
     loop {
         let pools = pool::all_pools();
         let mut busy = false;
@@ -98,7 +113,14 @@ fn run() {
         let failing = pools
             .iter()
             .any(|p| p.locked.lock().creation_failed_since.is_some());
-        if busy || failing {
+        idle_rounds = if busy || failing { 0 } else { idle_rounds + 1 };
+        if idle_rounds > 0 && idle_rounds <= IDLE_ROUNDS_BEFORE_PARK {
+            // Idle for now: items that come often but briefly (a probe every 50 µs) leave
+            // the pools idle at most samples; parking at the first idle one had each of them
+            // wake the monitor (thousands of wake-ups a second, at the monitor's high
+            // priority, on the CPU the item's worker needs). Sample slowly a while first.
+            std::thread::sleep(cfg.monitor_interval * 4);
+        } else if busy || failing {
             steady_rounds = if changed { 0 } else { steady_rounds + 1 };
             let interval = if steady_rounds < 8 {
                 cfg.monitor_interval
@@ -119,7 +141,12 @@ fn run() {
             if !any_pool_busy(&pools) {
                 std::thread::park_timeout(reap_period());
             }
-            PARKED.store(false, Ordering::SeqCst);
+            // SeqCst: as the store above. `false` here: a worker woke it (`note_busy`).
+            if !PARKED.swap(false, Ordering::SeqCst) {
+                // Woken by work: a fresh run of idle samples before parking again (after a
+                // timeout, with nothing to do, it parks again at once).
+                idle_rounds = 0;
+            }
         }
     }
 }
