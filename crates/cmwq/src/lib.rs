@@ -297,6 +297,7 @@ pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::freezer::{freeze, freeze_busy, thaw};
+pub use queue::node_active::WQ_DFL_MIN_ACTIVE;
 pub use queue::percpu::{schedule_on_each_cpu, work_on_cpu};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,

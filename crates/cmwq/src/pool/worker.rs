@@ -399,7 +399,12 @@ fn process_one_work(
     }
     let waiters = std::mem::take(&mut w.current_waiters);
     g.pwq(slot).nr_completed += 1;
-    g.dec_nr_in_flight(slot, color, true);
+    let handoff = g.dec_nr_in_flight(slot, color, true);
+    if handoff.is_some() {
+        // A slot of a shared node goes to the node's next waiting pwq, maybe on another
+        // pool: handed on with this pool's lock dropped (`queue/node_active.rs`).
+        MutexGuard::unlocked(g, || handoff.run());
+    }
 
     if !waiters.is_empty() {
         // Somebody waits for this run to end (and may then expect the engine to hold no
