@@ -490,6 +490,46 @@ fn a_frozen_shared_node_holds_its_items_and_thaw_runs_them_in_order() {
 }
 
 #[test]
+fn flushing_an_item_behind_the_callers_node_slot_is_an_error() {
+    const NAME: &str = "flushing_an_item_behind_the_callers_node_slot_is_an_error";
+    on_layout(NAME, &SPREAD, || {
+        // Node limit 1, shared by two pods: an item of pod A that flushes one it queued on
+        // pod B waits for its own slot.
+        let wq = Workqueue::builder("node-dep")
+            .flags(WqFlags::UNBOUND)
+            .max_active(1)
+            .affinity_scope(AffinityScope::Cache)
+            .build()
+            .unwrap();
+        let node = node_of(cmwq::online_cpus()[0]);
+        let pods: Vec<Vec<usize>> = pods_of(&wq)
+            .into_iter()
+            .filter(|p| node_of(p[0]) == node)
+            .take(2)
+            .collect();
+        if pods.len() < 2 {
+            eprintln!("needs two CPUs");
+            return;
+        }
+        let (behind, runs) = common::counting_item();
+        let seen = Arc::new(Mutex::new(None));
+        let (s, b, w2, cpu_b) = (seen.clone(), behind.clone(), wq.clone(), pods[1][0]);
+        let first = Work::new(move |_| {
+            assert!(w2.queue_on(cpu_b, &b).unwrap());
+            *s.lock().unwrap() = Some(b.try_flush());
+        });
+        assert!(wq.queue_on(pods[0][0], &first).unwrap());
+        first.flush();
+        let got = seen.lock().unwrap().take().expect("the first item ran");
+        assert!(matches!(got, Err(Error::FlushDependency { .. })), "{got:?}");
+        // The caller's slot went to pod B once it returned.
+        behind.flush();
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "it ran after the caller");
+        println!("passed");
+    });
+}
+
+#[test]
 fn set_min_active_follows_the_kernels_rules() {
     // No process-wide state: runs in the test process.
     let wq = Workqueue::new("min-rules", WqFlags::UNBOUND, 4).unwrap();

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::os::cpu_topology::Topology;
-use crate::pool::{self, kick_pool, Kick, PoolLocked};
+use crate::pool::{self, kick_pool, Kick, PoolLocked, WorkerPool};
 use crate::queue::pwq::PwqLocked;
 use crate::queue::workqueue::{WqLocked, WqShared};
 
@@ -124,24 +124,39 @@ pub(crate) fn pod_nodes(topo: &Topology, pods: &[Vec<usize>]) -> Vec<u32> {
         .collect()
 }
 
+/// The node slot of an unbound pool's pod (as [`pod_nodes`]); [`NO_NODE`] for a per-CPU
+/// pool.
+pub(crate) fn pool_node(pool: &WorkerPool) -> u32 {
+    if !pool.is_unbound() {
+        return NO_NODE;
+    }
+    pod_nodes(
+        crate::os::cpu_topology::cached(),
+        std::slice::from_ref(&pool.attrs.cpumask),
+    )[0]
+}
+
 /// The node counters of a new unbound queue with `cpumask`: one per node of `topo` and one
-/// for pods spanning nodes, each with its CPU weight (limits are set by
+/// for pods spanning nodes, with their CPU weights ([`set_node_cpus`]; limits are set by
 /// [`update_node_limits`]).
 pub(crate) fn new_node_counters(topo: &Topology, cpumask: &[usize]) -> Vec<NodeNrActive> {
-    let mut v: Vec<NodeNrActive> = topo
-        .node_groups()
-        .iter()
-        .map(|n| {
-            let c = NodeNrActive::default();
-            c.cpus.store(
-                n.iter().filter(|x| cpumask.contains(x)).count(),
-                Ordering::Relaxed,
-            );
-            c
-        })
+    let v: Vec<NodeNrActive> = (0..=topo.node_groups().len())
+        .map(|_| NodeNrActive::default())
         .collect();
-    v.push(NodeNrActive::default());
+    set_node_cpus(&v, topo, cpumask);
     v
+}
+
+/// Sets each node's weight to its CPUs in `cpumask` (the slot for pods spanning nodes has
+/// none). Under the wq mutex, followed by `wq_adjust_max_active` (a cpumask changed at run
+/// time re-splits the limit this way).
+pub(crate) fn set_node_cpus(counters: &[NodeNrActive], topo: &Topology, cpumask: &[usize]) {
+    for (c, n) in counters.iter().zip(topo.node_groups()) {
+        c.cpus.store(
+            n.iter().filter(|x| cpumask.contains(x)).count(),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// Whether each pod's pwq shares its node's counter: its node holds two or more pods (the
@@ -190,24 +205,30 @@ pub(crate) fn tryinc_shared(pwq: &mut PwqLocked, pool_id: u32, slot: u32, fill: 
     if pwq.on_pending && !fill {
         return false;
     }
-    let wq = pwq.wq.clone();
-    let node = &wq.node_nr_active[pwq.node as usize];
+    // Disjoint borrows: the node counter through `wq`, the flag mutably.
+    let PwqLocked {
+        wq,
+        node,
+        on_pending,
+        ..
+    } = pwq;
+    let node = &wq.node_nr_active[*node as usize];
     if node.tryinc() {
         return true;
     }
     // Pool lock → node lock. A slot freed before we take it is seen by the retry below; one
     // freed after is handed to us by its releaser, which looks at the list under this lock.
     let mut pending = node.pending.lock();
-    if !pwq.on_pending {
+    if !*on_pending {
         pending.push_back(PendingPwq { pool_id, slot });
-        pwq.on_pending = true;
+        *on_pending = true;
     }
     let obtained = node.tryinc();
     if obtained && !fill {
         // Still pending from an earlier fill is harmless: its turn finds nothing to do.
         let me = PendingPwq { pool_id, slot };
         pending.retain(|p| *p != me);
-        pwq.on_pending = false;
+        *on_pending = false;
     }
     obtained
 }
