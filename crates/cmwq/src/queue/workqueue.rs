@@ -43,8 +43,8 @@ bitflags! {
     pub struct WqFlags: u32 {
         /// Served by unbound pools: no concurrency management, workers on the CPUs of the
         /// queue's cpumask, one pool workqueue per pod of its
-        /// [`AffinityScope`](crate::AffinityScope); `max_active` applies per pod
-        /// (workqueue-wide when there is one pod).
+        /// [`AffinityScope`](crate::AffinityScope); `max_active` holds for the whole queue,
+        /// split between NUMA nodes ([`Workqueue::set_min_active`]).
         const UNBOUND = 1 << 1;
         /// Takes part in freezing: while [`freeze`](crate::freeze) is in force, newly
         /// queued items are held (pending, in order) until [`thaw`](crate::thaw).
