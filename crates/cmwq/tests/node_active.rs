@@ -444,9 +444,10 @@ fn a_queue_on_one_node_keeps_its_limit_queue_wide() {
 fn a_frozen_shared_node_holds_its_items_and_thaw_runs_them_in_order() {
     const NAME: &str = "a_frozen_shared_node_holds_its_items_and_thaw_runs_them_in_order";
     on_layout(NAME, &SPREAD, || {
+        // Node limit 1: the items run one at a time, so their order is the activation order.
         let wq = Workqueue::builder("node-frozen")
             .flags(WqFlags::UNBOUND | WqFlags::FREEZABLE)
-            .max_active(2)
+            .max_active(1)
             .affinity_scope(AffinityScope::Cache)
             .build()
             .unwrap();
