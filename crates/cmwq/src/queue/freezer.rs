@@ -64,6 +64,8 @@ pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
     let mut first = true;
     loop {
         let mut moved = 0;
+        // Only pwqs on shared nodes activate one item per pass; without any, one pass is all.
+        let mut any_shared = false;
         for pwq in wq.pwqs() {
             let mut g = pwq.pool.locked.lock();
             // A slot a destroy racing with us has released (and maybe reused) is skipped.
@@ -73,6 +75,7 @@ pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
             if first {
                 p.max_active = node_active::pwq_limit(wq, l, p.node, frozen);
             }
+            any_shared |= p.shared_node;
             // Items held since before the pool's first item ever ran: the pool may have no
             // worker yet (queueing an inactive item never makes one). Made with the pool lock
             // dropped.
@@ -84,7 +87,7 @@ pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
             }
         }
         first = false;
-        if moved == 0 {
+        if moved == 0 || !any_shared {
             return;
         }
     }
