@@ -54,6 +54,21 @@ pub enum Error {
         /// The workqueue's name.
         workqueue: String,
     },
+    /// `min_active` was above the workqueue's `max_active`
+    /// ([`Workqueue::set_min_active`](crate::Workqueue::set_min_active)).
+    InvalidMinActive {
+        /// The value that was asked for.
+        min_active: usize,
+        /// The workqueue's `max_active`, the largest accepted value.
+        max_active: usize,
+    },
+    /// `min_active` applies to unbound, non-ordered workqueues only
+    /// ([`Workqueue::set_min_active`](crate::Workqueue::set_min_active) on a per-CPU or
+    /// ordered queue).
+    MinActiveUnsupported {
+        /// The workqueue's name.
+        workqueue: String,
+    },
     /// [`configure`](crate::configure) was called after the engine started (or twice).
     ConfigLocked,
     /// A worker pool already serves as many live workqueues as a work item's data word can
@@ -109,6 +124,17 @@ impl fmt::Display for Error {
             Error::Ordered { workqueue } => {
                 write!(f, "workqueue {workqueue:?} is ordered; its max_active is fixed at 1")
             }
+            Error::InvalidMinActive {
+                min_active,
+                max_active,
+            } => write!(
+                f,
+                "min_active {min_active} is above the workqueue's max_active {max_active}"
+            ),
+            Error::MinActiveUnsupported { workqueue } => write!(
+                f,
+                "workqueue {workqueue:?} is per-CPU or ordered; min_active applies to unbound, non-ordered workqueues only"
+            ),
             Error::ConfigLocked => {
                 f.write_str("the configuration is fixed once the engine has started")
             }
@@ -170,6 +196,17 @@ mod tests {
             (
                 Error::Ordered { workqueue: wq() },
                 "workqueue \"q\" is ordered; its max_active is fixed at 1",
+            ),
+            (
+                Error::InvalidMinActive {
+                    min_active: 9,
+                    max_active: 4,
+                },
+                "min_active 9 is above the workqueue's max_active 4",
+            ),
+            (
+                Error::MinActiveUnsupported { workqueue: wq() },
+                "workqueue \"q\" is per-CPU or ordered; min_active applies to unbound, non-ordered workqueues only",
             ),
             (
                 Error::ConfigLocked,

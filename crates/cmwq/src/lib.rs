@@ -90,9 +90,10 @@
 //!   One thread queueing everything puts everything on its own CPU: per-CPU queues do not
 //!   spread work out.
 //! * **Unbound queues** ([`WqFlags::UNBOUND`]): an item runs on any CPU of the queue's
-//!   cpumask, starting at once up to `max_active` (per pod of CPUs: see [`AffinityScope`]; by
-//!   default one pod per last-level cache, so queue-wide where its CPUs share one). Use them for long or
-//!   CPU-heavy items and to spread the work of one producer over the machine.
+//!   cpumask, starting at once up to `max_active` (a limit for the whole queue, split between
+//!   NUMA nodes, each node getting at least `min_active`: see
+//!   [`Workqueue::set_min_active`]). Use them for long or CPU-heavy items and to spread the
+//!   work of one producer over the machine.
 //!   [`spawn`](fn@spawn) and [`scope`](fn@scope) use the unbound [`system_dfl_wq`].
 //!
 //! Other flags ask for the high-priority pools ([`WqFlags::HIGHPRI`]), keep CPU hogs out of
@@ -212,6 +213,7 @@
 //! | `disable_work[_sync]`, `enable_work`, `enable_and_queue_work` | [`Work::disable`], [`Work::disable_sync`], [`Work::enable`], [`Workqueue::enable_and_queue`] |
 //! | `work_pending`, `work_busy` | [`Work::is_pending`], [`Work::busy`] |
 //! | `workqueue_set_max_active` | [`Workqueue::set_max_active`] |
+//! | `workqueue_set_min_active` | [`Workqueue::set_min_active`] |
 //! | `current_work()` | [`current_work`] |
 //! | `struct delayed_work`, `queue_delayed_work[_on]`, `mod_delayed_work` | [`DelayedWork`], [`Workqueue::queue_delayed`], [`Workqueue::queue_delayed_on`], [`Workqueue::mod_delayed`] |
 //! | `flush_delayed_work`, `cancel_delayed_work[_sync]`, `schedule_delayed_work` | [`DelayedWork::flush`], [`DelayedWork::cancel`], [`DelayedWork::cancel_sync`], [`schedule_delayed_work`] |
@@ -221,6 +223,7 @@
 //! | `nr_running`, `nr_active`, `max_active`, flush colors | same names, same meaning (see [`design`]) |
 //! | `system_dfl_wq`, `system_percpu_wq` (the 6.17 names) | [`system_dfl_wq`], [`system_percpu_wq`] |
 //! | `WQ_MAX_ACTIVE`, `WQ_DFL_ACTIVE` | [`WQ_MAX_ACTIVE`], [`WQ_DFL_ACTIVE`] |
+//! | `WQ_DFL_MIN_ACTIVE` | [`WQ_DFL_MIN_ACTIVE`] |
 //! | rescuer (`kworker/R-name`), mayday | the same, for [`WqFlags::MEM_RECLAIM`] queues |
 //! | `IDLE_WORKER_TIMEOUT`, `CREATE_COOLDOWN`, `MAYDAY_*`, `wq_cpu_intensive_thresh_us` | [`Config`] fields, with the same defaults |
 //! | `show_all_workqueues()`, `wq_monitor.py`, the workqueue watchdog | [`show_all_workqueues`], [`Workqueue::stats`], [`set_stall_hook`] |
@@ -299,6 +302,7 @@ pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::freezer::{freeze, freeze_busy, thaw};
+pub use queue::node_active::WQ_DFL_MIN_ACTIVE;
 pub use queue::percpu::{schedule_on_each_cpu, work_on_cpu};
 pub use queue::system::{
     schedule_work, schedule_work_on, system_dfl_wq, system_freezable_power_efficient_wq,

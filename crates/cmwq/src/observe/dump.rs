@@ -61,8 +61,15 @@ fn names(list: impl Iterator<Item = &'static str>) -> String {
 
 fn dump_wq(out: &mut String, wq: &WqShared, all: bool) {
     let mut body = String::new();
+    // Unbound: active items per node, against the node's limit (as `wq_dump.py` shows them).
+    let mut node_nr: Vec<Option<usize>> = vec![None; wq.node_nr_active.len()];
     for pwq in wq.pwqs() {
         let mut g = pwq.pool.locked.lock();
+        if let Some(p) = g.pwq_of(pwq.slot, wq.id) {
+            if let Some(n) = node_nr.get_mut(p.node as usize) {
+                *n = Some(n.unwrap_or(0) + p.nr_active);
+            }
+        }
         let in_flight: Vec<String> = g
             .workers
             .iter()
@@ -115,8 +122,40 @@ fn dump_wq(out: &mut String, wq: &WqShared, all: bool) {
             wq.flags,
             if wq.ordered { " ordered" } else { "" }
         );
+        if !wq.node_nr_active.is_empty() {
+            let _ = writeln!(out, "  {}", node_line(wq, &node_nr));
+        }
         out.push_str(&body);
     }
+}
+
+/// `node_nr/max_active: min=M max=N 0=nr/max[ pending=P] ... -=nr/max`: per node with a
+/// pwq of the queue (`-`: pods spanning nodes) the queue's active items and the node's limit,
+/// and how many pwqs wait for a slot.
+fn node_line(wq: &WqShared, node_nr: &[Option<usize>]) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut line = format!(
+        "node_nr/max_active: min={} max={}",
+        wq.min_active(),
+        wq.max_active()
+    );
+    let last = wq.node_nr_active.len() - 1;
+    for (i, (n, nr)) in wq.node_nr_active.iter().zip(node_nr).enumerate() {
+        let Some(nr) = nr else {
+            continue;
+        };
+        let name = if i == last {
+            "-".to_string()
+        } else {
+            i.to_string()
+        };
+        let _ = write!(line, " {name}={nr}/{}", n.max.load(Relaxed));
+        let pending = n.nr_pending();
+        if pending > 0 {
+            let _ = write!(line, " pending={pending}");
+        }
+    }
+    line
 }
 
 fn dump_pool(out: &mut String, pool: &WorkerPool, all: bool) {

@@ -436,25 +436,30 @@ fn process_one_work(
     let pwq = g.pwq(slot);
     pwq.nr_completed += 1;
     // The queue for the item's release, counted before the retire (after it, destroy may
-    // free the queue); `wq` is not used past this point.
-    if !waiters.is_empty() {
-        let wq = pwq.wq.clone();
-        g.dec_nr_in_flight(slot, color, true);
-        // Somebody waits for this run to end (and may then expect the engine to hold no
-        // reference): give it up now, unlocked, with the kept ones.
-        MutexGuard::unlocked(g, || {
+    // free the queue); `wq` is not used past this point. Somebody waiting for this run to end
+    // (who may then expect the engine to hold no reference) has it given up at once;
+    // otherwise it is kept.
+    let release_now = if waiters.is_empty() {
+        Err(deferred.keep(work, &pwq.wq, function))
+    } else {
+        Ok((work, pwq.wq.clone()))
+    };
+    let handoff = g.dec_nr_in_flight(slot, color, true);
+    if handoff.is_some() {
+        // A slot of a shared node goes to the node's next waiting pwq, maybe on another
+        // pool: handed on with this pool's lock dropped (`queue/node_active.rs`).
+        MutexGuard::unlocked(g, || handoff.run());
+    }
+    match release_now {
+        Ok((work, wq)) => MutexGuard::unlocked(g, || {
             release(work, &wq, function);
             deferred.release();
             for c in waiters {
                 c.complete();
             }
-        });
-        return;
-    }
-    let full = deferred.keep(work, &pwq.wq, function);
-    g.dec_nr_in_flight(slot, color, true);
-    if full {
-        MutexGuard::unlocked(g, || deferred.release());
+        }),
+        Err(true) => MutexGuard::unlocked(g, || deferred.release()),
+        Err(false) => {}
     }
 }
 

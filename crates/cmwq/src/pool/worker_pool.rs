@@ -438,13 +438,17 @@ impl PoolLocked {
         }
         // Items wait only while the active ones fill the limit (lowering the limit below the
         // running items is legal: they finish). `max_active` is the effective limit: 0 while
-        // the freezer holds a freezable queue's pwq, so held items never trip this.
-        if self
-            .pwqs
-            .iter()
-            .flatten()
-            .any(|p| !p.inactive.is_empty() && p.nr_active < p.max_active)
-        {
+        // the freezer holds a freezable queue's pwq, so held items never trip this. On a
+        // shared node the other pwqs may fill the node: items wait while the pwq is on the
+        // node's pending list.
+        if self.pwqs.iter().flatten().any(|p| {
+            !p.inactive.is_empty()
+                && if p.shared_node {
+                    !p.on_pending
+                } else {
+                    p.nr_active < p.max_active
+                }
+        }) {
             bad.push("an inactive item waits below max_active");
         }
         // No lost wake-up: while work waits that needs a worker, an idle worker has been told

@@ -14,6 +14,7 @@ use crate::pool::rescuer::Rescuer;
 use crate::pool::{self, HIGHPRI_NICE};
 use crate::queue::attrs::{unbound_pods, AffinityScope, WorkqueueAttrs};
 use crate::queue::flush::{FlushLocked, FlushState};
+use crate::queue::node_active::{self, WQ_DFL_MIN_ACTIVE};
 use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
 use crate::queue::workqueue::{
     registry, Workqueue, WqFlags, WqHandle, WqLocked, WqShared, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE,
@@ -90,7 +91,9 @@ impl WorkqueueBuilder {
         self
     }
 
-    /// Most items active at once per pool workqueue (0: the default, 1024).
+    /// Most items active at once (0: the default, 1024): per CPU for a per-CPU queue; for
+    /// the whole queue, split between NUMA nodes, for an unbound one (see
+    /// [`Workqueue::set_min_active`]).
     pub fn max_active(mut self, max_active: usize) -> Self {
         self.max_active = max_active;
         self
@@ -114,10 +117,9 @@ impl WorkqueueBuilder {
     /// How the cpumask is cut into pods, one pool workqueue each (unbound queues only; the
     /// default is [`AffinityScope::Default`], which
     /// [`Config::default_affinity_scope`](crate::Config::default_affinity_scope) resolves).
-    /// Ordered queues keep one pwq over the whole cpumask whatever the scope. Without this
-    /// call, a queue whose `max_active` is below the default gets [`AffinityScope::System`]
-    /// (one pod), so that its limit holds queue-wide; with it, each pod applies the limit by
-    /// itself (the kernel's split of `max_active` between nodes is not done yet).
+    /// Ordered queues keep one pwq over the whole cpumask whatever the scope. Whatever the
+    /// scope, `max_active` is a limit for the whole queue, split between NUMA nodes (see
+    /// [`Workqueue::set_min_active`]).
     pub fn affinity_scope(mut self, scope: AffinityScope) -> Self {
         self.affinity_scope = Some(scope);
         self
@@ -216,21 +218,6 @@ pub(super) fn effective_max_active(max_active: usize) -> Result<usize, Error> {
     }
 }
 
-/// The affinity scope of a new unbound queue: the one asked for, else the default, except
-/// that a queue with a limit of its own (`max_active` below the default) that leaves the scope
-/// to the default gets one pod over its whole cpumask ([`AffinityScope::System`]). Until the
-/// limit is shared between pods (the kernel's 6.9 split by node, not done yet) each pod's
-/// pool workqueue applies `max_active` by itself, and a queue with several pods could run
-/// pods x `max_active` items at once; an explicitly chosen scope keeps its pods, with that
-/// per-pod limit (DESIGN.md, Differences from Linux).
-fn scope_for(asked: Option<AffinityScope>, max_active: usize) -> AffinityScope {
-    match asked {
-        Some(scope) => scope,
-        None if max_active < WQ_DFL_ACTIVE => AffinityScope::System,
-        None => AffinityScope::Default,
-    }
-}
-
 pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     if b.name.is_empty() {
@@ -295,7 +282,7 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             WorkqueueAttrs::new()
                 .with_nice(nice)
                 .with_cpumask(cpumask)
-                .with_affinity_scope(scope_for(b.affinity_scope, max_active))
+                .with_affinity_scope(b.affinity_scope.unwrap_or_default())
                 .with_affinity_strict(b.affinity_strict.unwrap_or(false)),
         )
     } else {
@@ -304,6 +291,21 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
     let (pool_attrs, pod_of_cpu) = match &attrs {
         Some(a) => unbound_pods(a, b.ordered),
         None => (Vec::new(), Vec::new()),
+    };
+    // Unbound: the node counters, each pod's node and whether it shares it with other pods.
+    let topo = crate::os::cpu_topology::cached();
+    let (node_nr_active, pod_node, pod_shared) = match &attrs {
+        Some(a) => {
+            let pods: Vec<Vec<usize>> = pool_attrs.iter().map(|p| p.cpumask.clone()).collect();
+            let nodes = node_active::pod_nodes(topo, &pods);
+            let shared = node_active::shared_nodes(&nodes);
+            (
+                node_active::new_node_counters(topo, &a.cpumask),
+                nodes,
+                shared,
+            )
+        }
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let attrs = attrs.unwrap_or_else(|| {
         WorkqueueAttrs::new()
@@ -316,6 +318,7 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             .with_affinity_strict(true)
     });
 
+    let min_active = max_active.min(WQ_DFL_MIN_ACTIVE);
     let shared = Arc::new(WqShared {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name: b.name.clone(),
@@ -330,9 +333,12 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             flush: FlushLocked::default(),
             nr_drainers: 0,
             max_active,
+            min_active,
         }),
         flush_state: FlushState::default(),
         max_active: AtomicUsize::new(max_active),
+        min_active: AtomicUsize::new(min_active),
+        node_nr_active,
         rescuer: Mutex::new(None),
         panic_handler: Mutex::new(b.panic_handler),
     });
@@ -344,8 +350,13 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             .collect()
     };
     let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
-    for pool in &pools {
-        match pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0)) {
+    // Each pwq's limit is set below, by `wq_adjust_max_active`, before any item can be queued.
+    for (i, pool) in pools.iter().enumerate() {
+        let (node, shared_node) = match pod_node.get(i) {
+            Some(&node) => (node, pod_shared[i]),
+            None => (node_active::NO_NODE, false),
+        };
+        match pool.add_pwq(PwqLocked::new(shared.clone(), 0, 0, node, shared_node)) {
             Some(slot) => pwqs.push(PoolWorkqueue {
                 pool: pool.clone(),
                 slot,
@@ -367,6 +378,7 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
         }
     }
     let _ = shared.pwqs.set(pwqs);
+    crate::queue::freezer::wq_adjust_max_active(&shared, &shared.mutex.lock());
     registry().lock().push(Arc::downgrade(&shared));
     crate::queue::freezer::adjust_new(&shared);
     if flags.contains(WqFlags::MEM_RECLAIM) {

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use crate::os::sync::Completion;
 use crate::pool::pool_by_id;
 use crate::pool::worker;
+use crate::queue::node_active;
 use crate::queue::workqueue::{state, WqFlags, WqShared};
 use crate::work::data::{State, NR_COLORS};
 use crate::{Error, Work, Workqueue};
@@ -133,15 +134,23 @@ pub(crate) fn register_flush_work(
                     } else {
                         p.max_active
                     };
-                    // The caller holds the only active slot of the pwq this item waits on.
-                    let blocked_by_me = inactive
+                    // The caller holds the only active slot of the pwq this item waits on, or
+                    // of its node, shared with the caller's pwq (`queue/node_active.rs`).
+                    let shared_with_me = inactive
                         && max_active <= 1
-                        && me.is_some_and(|(pool_id, id)| {
-                            pool_id == pool.id
-                                && g.workers[id]
-                                    .as_ref()
-                                    .is_some_and(|w| w.current.is_some_and(|(_, s)| s == slot))
-                        });
+                        && p.shared_node
+                        && worker::current_wq_id() == Some(p.wq.id)
+                        && worker::with_worker(|w| node_active::pool_node(&w.pool) == p.node)
+                            .unwrap_or(false);
+                    let blocked_by_me = shared_with_me
+                        || inactive
+                            && max_active <= 1
+                            && me.is_some_and(|(pool_id, id)| {
+                                pool_id == pool.id
+                                    && g.workers[id]
+                                        .as_ref()
+                                        .is_some_and(|w| w.current.is_some_and(|(_, s)| s == slot))
+                            });
                     if blocked_by_me {
                         return Err(Error::FlushDependency {
                             workqueue: g.pwq(slot).wq.name.clone(),

@@ -6,8 +6,8 @@
 //! the worklist only below the pwq's effective limit, so newly queued items (and delayed items
 //! whose timers fire) go to the inactive list in queueing order and stay pending; items
 //! already active (on the worklist or running) finish, which is what [`freeze_busy`] reports;
-//! [`thaw`] restores each pwq's limit to the queue's configured `max_active` and activates the
-//! held items in order. Queues created while frozen start frozen; `set_max_active` while
+//! [`thaw`] restores each pwq's limit to its share of the queue's configured `max_active` and
+//! activates the held items in order. Queues created while frozen start frozen; `set_max_active` while
 //! frozen stores the new limit for the thaw (both go through [`wq_adjust_max_active`]).
 //!
 //! Lock order: the freezer lock → the workqueue list (taken and released to copy it) → a
@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::pool;
+use crate::queue::node_active;
 use crate::queue::pwq::PwqLocked;
 use crate::queue::workqueue::{all_workqueues, WqFlags, WqLocked, WqShared};
 use crate::work::data::State;
@@ -52,24 +53,42 @@ impl PwqLocked {
 }
 
 /// Sets every pwq of `wq` to its effective limit (the kernel's `wq_adjust_max_active`): 0
-/// for a `FREEZABLE` queue while frozen, else the configured `max_active`; activates what the
-/// new limit lets go. The caller holds the workqueue mutex (`l` is its guarded state).
+/// for a `FREEZABLE` queue while frozen, else its share of the configured `max_active`
+/// (`node_active::effective_limit`: `max_active` itself for a per-CPU queue); activates what
+/// the new limits let go, in passes over the pwqs until one activates nothing (a pwq on a
+/// shared node activates one item per pass, so the node's slots are shared in turn). The
+/// caller holds the workqueue mutex (`l` is its guarded state).
 pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
     let frozen = wq.flags.contains(WqFlags::FREEZABLE) && FREEZING.load(Ordering::Relaxed);
-    let effective = if frozen { 0 } else { l.max_active };
-    for pwq in wq.pwqs() {
-        let mut g = pwq.pool.locked.lock();
-        // A slot a destroy racing with us has released (and maybe reused) is skipped.
-        let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
-            continue;
-        };
-        p.max_active = effective;
-        // Items held since before the pool's first item ever ran: the pool may have no worker
-        // yet (queueing an inactive item never makes one). Made with the pool lock dropped.
-        let kick = g.activate_inactive(pwq.slot);
-        drop(g);
-        if kick == pool::Kick::CreateFirstWorker {
-            pool::manage::create_first_worker(&pwq.pool);
+    node_active::update_node_limits(wq, l, frozen);
+    let mut first = true;
+    loop {
+        let mut moved = 0;
+        // Only pwqs on shared nodes activate one item per pass; without any, one pass is all.
+        let mut any_shared = false;
+        for pwq in wq.pwqs() {
+            let mut g = pwq.pool.locked.lock();
+            // A slot a destroy racing with us has released (and maybe reused) is skipped.
+            let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
+                continue;
+            };
+            if first {
+                p.max_active = node_active::pwq_limit(wq, l, p.node, frozen);
+            }
+            any_shared |= p.shared_node;
+            // Items held since before the pool's first item ever ran: the pool may have no
+            // worker yet (queueing an inactive item never makes one). Made with the pool lock
+            // dropped.
+            let (n, kick) = g.activate_inactive(pwq.pool.id, pwq.slot);
+            moved += n;
+            drop(g);
+            if kick == pool::Kick::CreateFirstWorker {
+                pool::manage::create_first_worker(&pwq.pool);
+            }
+        }
+        first = false;
+        if moved == 0 || !any_shared {
+            return;
         }
     }
 }

@@ -15,6 +15,7 @@ pub(crate) mod attrs;
 pub(crate) mod create;
 pub(crate) mod flush;
 pub(crate) mod freezer;
+pub(crate) mod node_active;
 pub(crate) mod percpu;
 pub(crate) mod pwq;
 pub(crate) mod system;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::pool::list::ItemList;
 use crate::pool::{kick_pool, Entry, Kick, PoolLocked, WorkerPool};
+use crate::queue::node_active::{self, NodeHandoff};
 use crate::queue::workqueue::WqShared;
 use crate::work::data::{self, NR_COLORS};
 
@@ -25,8 +26,18 @@ pub(crate) struct PwqLocked {
     pub(crate) wq: Arc<WqShared>,
     /// Items on the pool worklist, on a worker's list, or running (not counting inactive ones).
     pub(crate) nr_active: usize,
-    /// Effective limit for `nr_active`.
+    /// Effective limit for `nr_active`: `max_active` (per-CPU queues) or the node's share
+    /// (unbound queues, `node_active::effective_limit`); 0 while frozen.
     pub(crate) max_active: usize,
+    /// The node counter of the queue this pwq counts under (index in
+    /// `WqShared::node_nr_active`), or `node_active::NO_NODE` (per-CPU queues). `I`.
+    pub(crate) node: u32,
+    /// Whether the node holds other pwqs of the queue too: then an active slot is also taken
+    /// from the node's shared counter (`node_active::tryinc_shared`). `I`.
+    pub(crate) shared_node: bool,
+    /// On the node's pending list, waiting for a slot (shared nodes only; changed with both
+    /// this pool's lock and the node lock held).
+    pub(crate) on_pending: bool,
     /// Items throttled by `max_active`, in queueing order (`INACTIVE` set in their data word).
     pub(crate) inactive: ItemList,
     /// Items queued or running, per flush color (inactive ones included).
@@ -53,11 +64,20 @@ pub(crate) struct PwqLocked {
 }
 
 impl PwqLocked {
-    pub(crate) fn new(wq: Arc<WqShared>, max_active: usize, work_color: u8) -> Self {
+    pub(crate) fn new(
+        wq: Arc<WqShared>,
+        max_active: usize,
+        work_color: u8,
+        node: u32,
+        shared_node: bool,
+    ) -> Self {
         Self {
             wq,
             nr_active: 0,
             max_active,
+            node,
+            shared_node,
+            on_pending: false,
             inactive: ItemList::default(),
             nr_in_flight: [0; NR_COLORS],
             work_color,
@@ -72,6 +92,22 @@ impl PwqLocked {
             nr_repatriated: 0,
             cpu_time: std::time::Duration::ZERO,
         }
+    }
+
+    /// Takes an active slot if the limit allows (the kernel's `pwq_tryinc_nr_active`): the
+    /// pwq's own limit, and, on a shared node, a slot of the node's counter (`fill`: see
+    /// `node_active::tryinc_shared`). Counts the item in `nr_active` on success.
+    #[inline]
+    pub(crate) fn tryinc_nr_active(&mut self, pool_id: u32, slot: u32, fill: bool) -> bool {
+        let ok = if self.shared_node {
+            node_active::tryinc_shared(self, pool_id, slot, fill)
+        } else {
+            self.nr_active < self.max_active
+        };
+        if ok {
+            self.nr_active += 1;
+        }
+        ok
     }
 
     pub(crate) fn is_idle(&self) -> bool {
@@ -124,8 +160,7 @@ impl PoolLocked {
             color,
             function,
         };
-        if pwq.inactive.is_empty() && pwq.nr_active < pwq.max_active {
-            pwq.nr_active += 1;
+        if pwq.inactive.is_empty() && pwq.tryinc_nr_active(pool_id, slot, false) {
             entry
                 .work
                 .data()
@@ -142,44 +177,61 @@ impl PoolLocked {
         }
     }
 
-    /// Moves the first inactive item of `slot` to the worklist if the limit allows it.
-    pub(crate) fn activate_first_inactive(&mut self, slot: u32) -> bool {
+    /// Moves the first inactive item of `slot` to the worklist if the limit allows it
+    /// (the kernel's `pwq_activate_first_inactive`; `fill`: a raised limit or a thaw filling a
+    /// shared node, see `node_active::tryinc_shared`).
+    pub(crate) fn activate_first_inactive(&mut self, pool_id: u32, slot: u32, fill: bool) -> bool {
         let pwq = self.pwq(slot);
-        if pwq.nr_active >= pwq.max_active {
+        if pwq.inactive.is_empty() || !pwq.tryinc_nr_active(pool_id, slot, fill) {
             return false;
         }
-        let Some(entry) = pwq.inactive.pop_front() else {
-            return false;
-        };
-        pwq.nr_active += 1;
-        entry.work.data().clear_inactive();
-        self.worklist.push_back(entry);
+        self.activate_head(slot);
         true
     }
 
-    /// Activates inactive items of `slot` up to its limit; kicks the pool if any moved. The
-    /// caller makes the pool's first worker, with the lock dropped, on
-    /// [`Kick::CreateFirstWorker`]: items held by the freezer may wait on a pool that never
-    /// had a worker.
-    pub(crate) fn activate_inactive(&mut self, slot: u32) -> Kick {
-        let mut any = false;
-        while self.activate_first_inactive(slot) {
-            any = true;
+    /// Activates inactive items of `slot` up to its limit (on a shared node: one, so that the
+    /// caller's passes over the pwqs share the node's slots in turn); returns how many moved
+    /// and kicks the pool if any did. The caller makes the pool's first worker, with the lock
+    /// dropped, on [`Kick::CreateFirstWorker`]: items held by the freezer may wait on a pool
+    /// that never had a worker.
+    pub(crate) fn activate_inactive(&mut self, pool_id: u32, slot: u32) -> (usize, Kick) {
+        let one = self.pwq(slot).shared_node;
+        let mut n = 0;
+        while self.activate_first_inactive(pool_id, slot, true) {
+            n += 1;
+            if one {
+                break;
+            }
         }
-        if any {
-            kick_pool(self)
+        if n > 0 {
+            (n, kick_pool(self))
         } else {
-            Kick::Nothing
+            (0, Kick::Nothing)
         }
     }
 
     /// Retires one in-flight item of `slot` and `color` (the kernel's `pwq_dec_nr_in_flight`):
     /// frees its active slot (activating the next inactive item) unless it was inactive, and
     /// completes the workqueue's first flusher when the last pwq of the flushed color drains.
-    pub(crate) fn dec_nr_in_flight(&mut self, slot: u32, color: u8, was_active: bool) {
+    /// On a shared node the freed slot goes to the node's first waiting pwq, which may be on
+    /// another pool: the caller runs the returned handoff once it has released this pool's
+    /// lock (`NodeHandoff::NONE` everywhere else, at no cost).
+    #[inline]
+    pub(crate) fn dec_nr_in_flight(
+        &mut self,
+        slot: u32,
+        color: u8,
+        was_active: bool,
+    ) -> NodeHandoff {
+        let mut handoff = NodeHandoff::NONE;
         if was_active {
-            self.pwq(slot).nr_active -= 1;
-            if self.activate_first_inactive(slot) {
+            let pwq = self.pwq(slot);
+            pwq.nr_active -= 1;
+            if pwq.shared_node {
+                handoff = node_active::dec_shared(pwq);
+            } else if pwq.nr_active < pwq.max_active && !pwq.inactive.is_empty() {
+                pwq.nr_active += 1;
+                self.activate_head(slot);
                 let _ = kick_pool(self);
             }
         }
@@ -190,5 +242,6 @@ impl PoolLocked {
             pwq.flush_color = None;
             pwq.wq.flush_state.pwq_flushed();
         }
+        handoff
     }
 }

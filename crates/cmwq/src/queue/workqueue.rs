@@ -43,8 +43,8 @@ bitflags! {
     pub struct WqFlags: u32 {
         /// Served by unbound pools: no concurrency management, workers on the CPUs of the
         /// queue's cpumask, one pool workqueue per pod of its
-        /// [`AffinityScope`](crate::AffinityScope); `max_active` applies per pod
-        /// (workqueue-wide when there is one pod).
+        /// [`AffinityScope`](crate::AffinityScope); `max_active` holds for the whole queue,
+        /// split between NUMA nodes ([`Workqueue::set_min_active`]).
         const UNBOUND = 1 << 1;
         /// Takes part in freezing: while [`freeze`](crate::freeze) is in force, newly
         /// queued items are held (pending, in order) until [`thaw`](crate::thaw).
@@ -84,6 +84,9 @@ pub(crate) struct WqLocked {
     pub(crate) nr_drainers: usize,
     /// Configured `max_active`.
     pub(crate) max_active: usize,
+    /// Configured `min_active` (the kernel's `saved_min_active`): the per-node floor of an
+    /// unbound queue, at most `max_active`.
+    pub(crate) min_active: usize,
 }
 
 /// The workqueue proper, shared by handles and by its pwqs.
@@ -109,6 +112,11 @@ pub(crate) struct WqShared {
     pub(crate) flush_state: FlushState,
     /// Mirror of `WqLocked::max_active` for lock-free reads.
     pub(super) max_active: AtomicUsize,
+    /// Mirror of `WqLocked::min_active` for lock-free reads.
+    pub(super) min_active: AtomicUsize,
+    /// Unbound queues: the per-node active counters, one per node of the topology and a last
+    /// one for pods spanning nodes (`queue/node_active.rs`). Empty for per-CPU queues.
+    pub(crate) node_nr_active: Vec<crate::queue::node_active::NodeNrActive>,
     pub(super) rescuer: Mutex<Option<Rescuer>>,
     /// The queue's own panic handler ([`WorkqueueBuilder::panic_handler`]). A leaf lock held
     /// only to clone or take the `Arc`; taken out (and dropped, unlocked) by destroy.
@@ -339,9 +347,51 @@ impl Workqueue {
     }
 
     /// Changes `max_active` at run time (0: the default). Raising it activates waiting items
-    /// at once; lowering it never stops running ones.
+    /// at once; lowering it never stops running ones. On an unbound queue the limit is split
+    /// between NUMA nodes again (see [`set_min_active`](Self::set_min_active)), and
+    /// `min_active` is lowered to the new `max_active` if it was above it (never raised back).
     pub fn set_max_active(&self, max_active: usize) -> Result<(), Error> {
         self.handle.shared.set_max_active(max_active)
+    }
+
+    /// The configured `min_active`: for an unbound queue, the number of active items every
+    /// NUMA node of its cpumask may run at once whatever its share of `max_active`. It starts
+    /// at `min(max_active, WQ_DFL_MIN_ACTIVE)` ([`WQ_DFL_MIN_ACTIVE`](crate::WQ_DFL_MIN_ACTIVE)
+    /// is 8) and follows [`set_min_active`](Self::set_min_active) and lowerings of
+    /// `max_active`. Per-CPU queues report it too; it has no effect on them.
+    pub fn min_active(&self) -> usize {
+        self.handle.shared.min_active()
+    }
+
+    /// Sets the per-node floor of an unbound queue (the kernel's `workqueue_set_min_active`).
+    ///
+    /// An unbound queue's `max_active` is a limit for the whole queue, split between the NUMA
+    /// nodes of its cpumask in proportion to their CPUs (rounded up); each node may run at
+    /// least `min_active` items at once (at most `max_active`), so that up to `min_active`
+    /// items that wait for each other can always run together, however few CPUs a node
+    /// brings. The shares can then add up to more than `max_active`, as in the kernel. Raising
+    /// it activates waiting items at once; lowering it never stops running ones.
+    ///
+    /// Errors: [`Error::MinActiveUnsupported`] for a per-CPU or ordered queue (the kernel
+    /// warns and ignores the call), [`Error::InvalidMinActive`] above the queue's current
+    /// `max_active` (the kernel clamps), [`Error::Destroyed`] once destroyed. 0 is accepted
+    /// (each node then gets its share alone, at least one item where it has a CPU).
+    ///
+    /// ```
+    /// use cmwq::{Error, Workqueue, WqFlags};
+    ///
+    /// let wq = Workqueue::new("min-active-example", WqFlags::UNBOUND, 16)?;
+    /// assert_eq!(wq.min_active(), cmwq::WQ_DFL_MIN_ACTIVE);
+    /// wq.set_min_active(4)?;
+    /// assert_eq!(wq.min_active(), 4);
+    /// assert!(matches!(wq.set_min_active(17), Err(Error::InvalidMinActive { .. })));
+    ///
+    /// let percpu = Workqueue::new("min-active-percpu", WqFlags::PERCPU, 16)?;
+    /// assert!(matches!(percpu.set_min_active(4), Err(Error::MinActiveUnsupported { .. })));
+    /// # Ok::<(), cmwq::Error>(())
+    /// ```
+    pub fn set_min_active(&self, min_active: usize) -> Result<(), Error> {
+        self.handle.shared.set_min_active(min_active)
     }
 
     /// Destroys the queue: drains it (chained queueing from its own items continues until it
@@ -383,6 +433,7 @@ impl fmt::Debug for Workqueue {
             .field("name", &self.name())
             .field("flags", &self.flags())
             .field("max_active", &self.max_active())
+            .field("min_active", &self.min_active())
             .finish()
     }
 }
@@ -409,6 +460,11 @@ impl WqShared {
         self.max_active.load(Ordering::Relaxed)
     }
 
+    /// The configured `min_active`.
+    pub(crate) fn min_active(&self) -> usize {
+        self.min_active.load(Ordering::Relaxed)
+    }
+
     /// [`Workqueue::set_max_active`], for callers holding the queue but no handle (the
     /// control endpoint).
     pub(crate) fn set_max_active(&self, max_active: usize) -> Result<(), Error> {
@@ -427,8 +483,36 @@ impl WqShared {
         }
         l.max_active = eff;
         shared.max_active.store(eff, Ordering::Relaxed);
+        // The kernel lowers an unbound queue's floor with it (`saved_min_active`).
+        l.min_active = l.min_active.min(eff);
+        shared.min_active.store(l.min_active, Ordering::Relaxed);
         // While frozen a freezable queue's pwqs keep 0; the thaw applies `eff`.
         crate::queue::freezer::wq_adjust_max_active(shared, &l);
+        Ok(())
+    }
+
+    /// [`Workqueue::set_min_active`].
+    pub(crate) fn set_min_active(&self, min_active: usize) -> Result<(), Error> {
+        if self.ordered || !self.is_unbound() {
+            return Err(Error::MinActiveUnsupported {
+                workqueue: self.name.clone(),
+            });
+        }
+        let mut l = self.mutex.lock();
+        // Acquire: pairs with destroy's Release `fetch_or`.
+        let st = self.state.load(Ordering::Acquire);
+        if st & (state::DESTROYING | state::DESTROYED) != 0 {
+            return Err(self.refusal(st));
+        }
+        if min_active > l.max_active {
+            return Err(Error::InvalidMinActive {
+                min_active,
+                max_active: l.max_active,
+            });
+        }
+        l.min_active = min_active;
+        self.min_active.store(min_active, Ordering::Relaxed);
+        crate::queue::freezer::wq_adjust_max_active(self, &l);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use crate::pool::worker;
 use crate::pool::{pool_by_id, Entry, PoolLocked};
 use crate::queue::flush::flush_work;
+use crate::queue::node_active::NodeHandoff;
 use crate::work::data::{self, State};
 use crate::Work;
 
@@ -39,9 +40,11 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
             if let Some(pool) = pool_by_id(pool_id) {
                 let mut g = pool.locked.lock();
                 if d.state() == st {
-                    let (entry, waiters) = take_queued(&mut g, work, st);
+                    let (entry, waiters, handoff) = take_queued(&mut g, work, st);
                     d.set(data::off_queue(pool_id, 0, true));
                     drop(g);
+                    // A freed slot of a shared node goes to its next waiting pwq, unlocked.
+                    handoff.run();
                     drop(entry);
                     // Completed unlocked: an async waiter's completion wakes its task.
                     for w in waiters.into_iter().flatten() {
@@ -63,7 +66,8 @@ pub(crate) fn grab_pending(work: &Work) -> (Grabbed, u32, u32) {
 }
 
 /// Removes a queued item from its list and retires it from the pwq's counters. Returns the
-/// entry and the item's flush waiters, to be completed once the pool lock is released.
+/// entry, the item's flush waiters, to be completed once the pool lock is released, and the
+/// node handoff to run then (`queue/node_active.rs`).
 fn take_queued(
     g: &mut PoolLocked,
     work: &Work,
@@ -71,6 +75,7 @@ fn take_queued(
 ) -> (
     Entry,
     Option<Vec<std::sync::Arc<crate::os::sync::Completion>>>,
+    NodeHandoff,
 ) {
     let State::Queued {
         slot,
@@ -95,9 +100,9 @@ fn take_queued(
         })
     };
     let entry = entry.expect("a queued item is on one of its pool's lists");
-    g.dec_nr_in_flight(slot, color, !inactive);
+    let handoff = g.dec_nr_in_flight(slot, color, !inactive);
     let waiters = g.flush_waiters.remove(&key);
-    (entry, waiters)
+    (entry, waiters, handoff)
 }
 
 impl Work {

@@ -34,6 +34,18 @@ pub const PROMPT: Duration = Duration::from_secs(10);
 /// of the calling `#[test]` function (checked: the child reports which scenario it ran).
 #[track_caller]
 pub fn isolated(name: &str, scenario: impl FnOnce()) {
+    isolated_env(name, Vec::new, scenario);
+}
+
+/// [`isolated`], with environment variables for the child: `env` runs in the parent only
+/// (before the child starts: it may prepare what the variables name, such as a fake sysfs
+/// tree for `CMWQ_SYSFS_ROOT`, read at the engine's first use).
+#[track_caller]
+pub fn isolated_env(
+    name: &str,
+    env: impl FnOnce() -> Vec<(String, std::ffi::OsString)>,
+    scenario: impl FnOnce(),
+) {
     if let Ok(which) = std::env::var(CHILD_VAR) {
         assert_eq!(which, name, "child started for another scenario");
         println!("{RAN_MARKER}{name}");
@@ -56,6 +68,7 @@ pub fn isolated(name: &str, scenario: impl FnOnce()) {
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_VAR, name)
         .env("RUST_BACKTRACE", "0")
+        .envs(env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
