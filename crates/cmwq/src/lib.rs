@@ -294,6 +294,7 @@ pub use os::cpu_topology::{topology, Topology};
 pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
+pub use pool::refresh_cpus;
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::freezer::{freeze, freeze_busy, thaw};

@@ -96,7 +96,7 @@ pub fn topology() -> Topology {
 
 pub(crate) fn cached() -> &'static Topology {
     static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
-    TOPOLOGY.get_or_init(|| Topology::read(sysfs_root(), &super::topology::cpus().list))
+    TOPOLOGY.get_or_init(|| Topology::read(sysfs_root(), &super::topology::online_cpus()))
 }
 
 /// The sysfs root: `/sys`, or the folder `CMWQ_SYSFS_ROOT` names at first use.

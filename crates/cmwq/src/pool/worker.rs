@@ -8,6 +8,7 @@ use parking_lot::{Condvar, MutexGuard};
 
 use crate::observe::trace;
 use crate::os::topology;
+use crate::pool::hotplug;
 use crate::pool::manage::{manage_workers, sleeper_ready};
 use crate::pool::panic::{contain, contain_quiet, Site};
 use crate::pool::{
@@ -133,14 +134,27 @@ pub fn current_worker() -> Option<WorkerInfo> {
 
 // ===== the worker thread =====
 
-/// Pins the new worker: to its pod (strict and per-CPU pools), or into its pod and then out
-/// to the queue's whole cpumask (non-strict unbound pools: it starts in the pod, the
-/// scheduler may move it later).
-fn setup_thread(pool: &WorkerPool) {
-    let mut res = topology::pin_current_thread(&pool.attrs.cpumask);
-    if res.is_ok() && pool.attrs.may_leave_pod() {
-        res = topology::pin_current_thread(&pool.attrs.allowed);
-    }
+/// Records the new worker's thread id and pins it: to its CPU (per-CPU pools; every online
+/// CPU while the pool is disassociated), to its pod (strict unbound pools), or into its pod
+/// and then out to the queue's whole cpumask (non-strict unbound pools: it starts in the pod,
+/// the scheduler may move it later); unbound masks cut to the online CPUs. Under the hotplug
+/// `ATTACH` lock, so that a CPU-set change either sees the thread id or is seen here.
+fn setup_thread(pool: &WorkerPool, id: usize) {
+    let res = {
+        let _attach = hotplug::ATTACH.lock();
+        let (start, allowed) = {
+            let mut g = pool.locked.lock();
+            if let Some(w) = g.workers[id].as_mut() {
+                w.tid = topology::gettid();
+            }
+            hotplug::worker_affinity(pool, &g)
+        };
+        let mut res = topology::pin_current_thread(&start);
+        if res.is_ok() && allowed != start {
+            res = topology::pin_current_thread(&allowed);
+        }
+        res
+    };
     if let Err(err) = res {
         contain_quiet(
             || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not set worker affinity"),
@@ -170,16 +184,13 @@ pub(crate) fn set_worker_ctx(ctx: Option<WorkerCtx>) {
 }
 
 pub(crate) fn worker_thread(pool: Arc<WorkerPool>, id: usize, cv: Arc<Condvar>, name: String) {
-    setup_thread(&pool);
+    setup_thread(&pool, id);
     set_worker_ctx(Some(WorkerCtx {
         pool: pool.clone(),
         id,
         name,
     }));
     let mut g = pool.locked.lock();
-    if let Some(w) = g.workers[id].as_mut() {
-        w.tid = topology::gettid();
-    }
     loop {
         // Sleep until woken (or told to die; `kill_worker` did the accounting).
         loop {
@@ -420,12 +431,21 @@ fn process_one_work(
 /// running outside its pod is moved into the pod (affinity set to the pod, which migrates the
 /// thread, then back to the whole cpumask). Returns whether it was moved. Inside the pod the
 /// cost is one `sched_getcpu` (a vDSO call). Called with no lock held.
+///
+/// A pod none of whose CPUs is online (the process's CPU set lost them) takes nobody back:
+/// the worker stays where it is, inside the online part of the cpumask.
 fn repatriate(pool: &WorkerPool) -> bool {
     if pool.attrs.in_pod(topology::current_cpu()) {
         return false;
     }
-    let res = topology::pin_current_thread(&pool.attrs.cpumask)
-        .and_then(|()| topology::pin_current_thread(&pool.attrs.allowed));
+    let possible = topology::possible();
+    if !pool.attrs.cpumask.iter().any(|&c| possible.is_online(c)) {
+        return false;
+    }
+    let res = topology::pin_current_thread(&topology::restrict_to_online(&pool.attrs.cpumask))
+        .and_then(|()| {
+            topology::pin_current_thread(&topology::restrict_to_online(&pool.attrs.allowed))
+        });
     if let Err(err) = res {
         contain_quiet(
             || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not repatriate worker"),

@@ -1,6 +1,6 @@
 //! Creating a workqueue (the kernel's `alloc_workqueue`): the builder for the attributes
 //! `Workqueue::new` does not take, the checks of what was asked, and the linking of one pool
-//! workqueue per CPU (per-CPU queues) or per pod (unbound queues).
+//! workqueue per possible CPU (per-CPU queues) or per pod (unbound queues).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -281,7 +281,7 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
                 reason: format!("nice {nice} is outside -20..=19"),
             });
         }
-        let online = &topology::cpus().list;
+        let online = topology::online_cpus();
         let cpumask = b.cpumask.clone().unwrap_or_else(|| online.clone());
         if cpumask.is_empty() {
             return Err(Error::InvalidAttrs {
@@ -339,7 +339,9 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
     let pools: Vec<Arc<pool::WorkerPool>> = if unbound {
         pool_attrs.iter().map(pool::get_unbound_pool).collect()
     } else {
-        (0..topology::cpus().list.len())
+        // One per possible CPU, online or not, by possible-CPU index: the table keeps its
+        // shape when the CPU set changes (`pool/hotplug.rs`).
+        (0..topology::possible().list.len())
             .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
             .collect()
     };

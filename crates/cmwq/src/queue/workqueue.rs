@@ -95,12 +95,12 @@ pub(crate) struct WqShared {
     pub(super) system: bool,
     /// `state::*` bits. Release on set, Acquire on read (pairs with the setter).
     pub(crate) state: AtomicU32,
-    /// One per allowed CPU (per-CPU queues), one per pod (unbound) or exactly one
-    /// (ordered). Set once at creation.
+    /// One per possible CPU, by possible-CPU index (per-CPU queues), one per pod (unbound)
+    /// or exactly one (ordered). Set once at creation.
     pub(crate) pwqs: OnceLock<Vec<PoolWorkqueue>>,
     /// Unbound queues with several pods: `pod_of_cpu[idx]` is the index in `pwqs` of the pod
-    /// of the CPU at position `idx` of `online_cpus()` (0, the first pod, for CPUs outside
-    /// the cpumask). Empty otherwise.
+    /// of the possible CPU at index `idx` (0, the first pod, for CPUs outside the cpumask).
+    /// Empty otherwise.
     pub(super) pod_of_cpu: Vec<u32>,
     /// The attributes as created (see [`Workqueue::attrs`]).
     pub(super) attrs: WorkqueueAttrs,
@@ -462,13 +462,15 @@ impl WqShared {
                 return &pwqs[0];
             }
             let cpu = cpu.unwrap_or_else(topology::current_cpu);
-            let pod = topology::cpus()
+            let pod = topology::possible()
                 .index_of(cpu)
                 .map_or(0, |idx| self.pod_of_cpu[idx] as usize);
             return &pwqs[pod];
         }
         let cpu = cpu.unwrap_or_else(topology::current_cpu);
-        let idx = topology::cpus().index_of(cpu).unwrap_or(cpu % pwqs.len());
+        let idx = topology::possible()
+            .index_of(cpu)
+            .unwrap_or(cpu % pwqs.len());
         &pwqs[idx]
     }
 
