@@ -222,6 +222,12 @@ fn shrink_to_one_cpu_and_grow_back() {
         assert!(refresh_cpus(), "the set changed");
         assert_eq!(online_cpus(), [0]);
         assert!(!refresh_cpus(), "no change the second time");
+        // The topology and new unbound queues follow; existing unbound queues keep their
+        // attributes (no `wq_update_pod`).
+        assert_eq!(cmwq::topology().cpus(), [0]);
+        let later = Workqueue::new("cpuset-later", WqFlags::UNBOUND, 0).unwrap();
+        assert_eq!(later.attrs().cpumask, [0]);
+        assert_eq!(unbound.attrs().cpumask, start);
         // CPU 1's normal pool (its high-priority one, never used, is not listed now).
         assert_eq!(disassociated(1), [true]);
         assert_eq!(disassociated(0), [false, false]);
@@ -281,6 +287,7 @@ fn shrink_to_one_cpu_and_grow_back() {
         set_main_affinity(&start);
         assert!(refresh_cpus());
         assert_eq!(online_cpus(), start);
+        assert_eq!(cmwq::topology().cpus(), start);
         assert_eq!(disassociated(1), [false, false]);
         assert_eq!(allowed_of(tid), Some(vec![1]), "the same worker, rebound");
         let workers = workers_of(1);

@@ -176,7 +176,7 @@ pub(crate) fn unbound_pods(a: &WorkqueueAttrs, ordered: bool) -> (Vec<Attrs>, Ve
         vec![a.cpumask.clone()]
     } else {
         queue_pods(
-            crate::os::cpu_topology::cached(),
+            &crate::os::cpu_topology::cached(),
             a.affinity_scope,
             &a.cpumask,
         )

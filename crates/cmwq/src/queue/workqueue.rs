@@ -286,8 +286,11 @@ impl Workqueue {
     }
 
     /// Queues `work` on CPU `cpu`'s pool (bound queues; unbound queues use their pool).
-    /// `Err(Error::InvalidCpu)` if `cpu` is not in [`online_cpus()`](crate::online_cpus);
-    /// nothing is queued then. Otherwise as [`queue`](Self::queue): `Ok(false)` if it was
+    /// `Err(Error::InvalidCpu)` if `cpu` is not a possible CPU of the machine
+    /// (`/sys/devices/system/cpu/possible`); nothing is queued then. A possible CPU that is
+    /// not in [`online_cpus()`](crate::online_cpus) is accepted: the item runs on that CPU's
+    /// disassociated pool, whose workers run on the online CPUs (see
+    /// [`refresh_cpus`](crate::refresh_cpus)). Otherwise as [`queue`](Self::queue): `Ok(false)` if it was
     /// already pending, is disabled, or the queue refuses it (draining or destroyed: logged,
     /// the item left not pending). [`try_queue_on`](Self::try_queue_on) reports the refusal
     /// as an error instead.
@@ -316,7 +319,7 @@ impl Workqueue {
     }
 
     /// Like [`queue_on`](Self::queue_on), with the queue's refusals as errors too:
-    /// `Err(Error::InvalidCpu)` for a CPU not in [`online_cpus()`](crate::online_cpus),
+    /// `Err(Error::InvalidCpu)` for a CPU that is not possible,
     /// `Err(Error::Draining)` or `Err(Error::Destroyed)` if the queue refuses the item (left
     /// not pending); `Ok(false)` only if it was already pending or is disabled.
     pub fn try_queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
