@@ -150,7 +150,7 @@ fn dump_pool(out: &mut String, pool: &WorkerPool, all: bool) {
         Some(cpu) => format!(
             "cpus={cpu}{}{}",
             if pool.highpri { " highpri" } else { "" },
-            // The kernel's `show_one_worker_pool` prints the pool's flags.
+            // The kernel's `show_one_worker_pool` prints the pool's flags (as a hex word).
             if s.disassociated {
                 " DISASSOCIATED"
             } else {
