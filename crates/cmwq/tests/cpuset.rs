@@ -131,12 +131,14 @@ fn recording_item(log: &Arc<Mutex<Vec<Seen>>>) -> Work {
 }
 
 /// Two items that each wait (spinning, on the CPU) until both have started, for at most
-/// [`PROMPT`]; the count of those that saw the other start.
-fn two_spinners() -> (Work, Work, Arc<AtomicUsize>) {
+/// [`PROMPT`]; the count of those that saw the other start, and the most workers counted in
+/// `nr_running` by their pool that one saw once both ran.
+fn two_spinners() -> (Work, Work, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let started = Arc::new(AtomicUsize::new(0));
     let met = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::new(AtomicUsize::new(0));
     let make = || {
-        let (started, met) = (started.clone(), met.clone());
+        let (started, met, counted) = (started.clone(), met.clone(), counted.clone());
         Work::new(move |_| {
             started.fetch_add(1, Ordering::SeqCst);
             let t = Instant::now();
@@ -145,10 +147,13 @@ fn two_spinners() -> (Work, Work, Arc<AtomicUsize>) {
             }
             if started.load(Ordering::SeqCst) >= 2 {
                 met.fetch_add(1, Ordering::SeqCst);
+                let me = current_worker().unwrap().pool_id;
+                let pool = cmwq::pools().into_iter().find(|p| p.id == me).unwrap();
+                counted.fetch_max(pool.nr_running, Ordering::SeqCst);
             }
         })
     };
-    (make(), make(), met)
+    (make(), make(), met, counted)
 }
 
 fn flush_all(items: &[Work]) {
@@ -255,7 +260,7 @@ fn shrink_to_one_cpu_and_grow_back() {
         // queue_on(1) still runs there; concurrency management is off: two CPU-bound items
         // both start.
         let free = Workqueue::new("cpuset-free", WqFlags::PERCPU, 0).unwrap();
-        let (a, b, met) = two_spinners();
+        let (a, b, met, counted) = two_spinners();
         assert_eq!(free.queue_on(1, &a), Ok(true));
         assert_eq!(free.queue_on(1, &b), Ok(true));
         flush_all(&[a, b]);
@@ -263,6 +268,12 @@ fn shrink_to_one_cpu_and_grow_back() {
             met.load(Ordering::SeqCst),
             2,
             "both started on the disassociated pool"
+        );
+        // Including a worker made after the change (the pool had one idle spare at most).
+        assert_eq!(
+            counted.load(Ordering::SeqCst),
+            0,
+            "nobody counted in nr_running"
         );
 
         // The unbound worker is kept on online CPUs.

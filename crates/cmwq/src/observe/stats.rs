@@ -198,7 +198,8 @@ pub(crate) fn pool_stats(pool: &WorkerPool) -> PoolStats {
 }
 
 /// Every worker pool: per-CPU ones first (normal, then high priority, per CPU), then the
-/// unbound ones.
+/// unbound ones. The per-CPU pools listed are those of online CPUs and those that have had a
+/// worker (a possible CPU that is offline and was never used has its pools, unlisted).
 pub fn pools() -> Vec<PoolStats> {
     pool::all_pools().iter().map(|p| pool_stats(p)).collect()
 }

@@ -203,3 +203,76 @@ pub(crate) fn worker_affinity(pool: &WorkerPool, g: &PoolLocked) -> (Vec<usize>,
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use parking_lot::Condvar;
+
+    use super::*;
+    use crate::pool::manage::{alloc_worker_id, new_slot};
+    use crate::pool::{Attrs, Sleep};
+
+    /// A pool (not registered) with three workers: one running and counted, one inside
+    /// `blocking()`, one idle (`PREP`).
+    fn pool_with_workers() -> (WorkerPool, [usize; 3]) {
+        let pool = WorkerPool::new(u32::MAX, Some(0), false, Attrs::strict(0, vec![0]), false);
+        let ids = {
+            let mut g = pool.locked.lock();
+            let mut add = |flags: u32| {
+                let id = alloc_worker_id(&mut g);
+                g.workers[id] = Some(new_slot(flags, Arc::new(Condvar::new()), "t".into()));
+                g.nr_workers += 1;
+                id
+            };
+            let running = add(0);
+            let hinted = add(0);
+            let idle = add(flags::PREP);
+            g.worker(hinted).sleep = Sleep::Hinted(Instant::now());
+            g.nr_running = 1;
+            g.nr_hinted = 1;
+            [running, hinted, idle]
+        };
+        (pool, ids)
+    }
+
+    #[test]
+    fn unbinding_takes_every_worker_out_of_nr_running_and_rebinding_puts_them_back() {
+        let (pool, [running, hinted, idle]) = pool_with_workers();
+        let mut g = pool.locked.lock();
+        unbind_workers(&mut g);
+        assert!(g.disassociated);
+        assert_eq!(g.nr_running, 0);
+        for id in [running, hinted, idle] {
+            assert_ne!(g.worker(id).flags & flags::UNBOUND, 0);
+        }
+        // Unbinding twice changes nothing.
+        unbind_workers(&mut g);
+        assert_eq!(g.nr_running, 0);
+        // The sleeper wakes while disassociated: it does not count (blocking()'s exit).
+        g.worker(hinted).sleep = Sleep::Awake;
+        g.nr_hinted -= 1;
+        rebind_workers(&mut g);
+        assert!(!g.disassociated);
+        // The two awake, processing workers count again; the idle one (PREP) does not.
+        assert_eq!(g.nr_running, 2);
+        for id in [running, hinted, idle] {
+            assert_eq!(g.worker(id).flags & flags::UNBOUND, 0);
+        }
+        assert_ne!(g.worker(idle).flags & flags::PREP, 0);
+        rebind_workers(&mut g);
+        assert_eq!(g.nr_running, 2);
+    }
+
+    #[test]
+    fn a_new_worker_of_a_disassociated_pool_may_run_on_every_online_cpu() {
+        let (pool, _) = pool_with_workers();
+        let mut g = pool.locked.lock();
+        assert_eq!(worker_affinity(&pool, &g), (vec![0], vec![0]));
+        unbind_workers(&mut g);
+        let online = cpuset::online();
+        assert_eq!(worker_affinity(&pool, &g), (online.clone(), online));
+    }
+}
