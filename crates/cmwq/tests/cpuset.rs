@@ -381,6 +381,68 @@ fn the_monitor_notices_a_change() {
     });
 }
 
+#[test]
+fn changes_while_items_stream_lose_nothing_and_run_nothing_twice() {
+    isolated(
+        "changes_while_items_stream_lose_nothing_and_run_nothing_twice",
+        || {
+            if !has_two_cpus() {
+                return;
+            }
+            let start = online_cpus();
+            let wq = Workqueue::new("cpuset-stream", WqFlags::PERCPU, 0).unwrap();
+            let unbound = Workqueue::new("cpuset-stream-u", WqFlags::UNBOUND, 0).unwrap();
+            const N: usize = 3000;
+            let runs: Arc<Vec<AtomicUsize>> =
+                Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect());
+            let items: Vec<Work> = (0..N)
+                .map(|i| {
+                    let runs = runs.clone();
+                    Work::new(move |_| {
+                        runs[i].fetch_add(1, Ordering::SeqCst);
+                        if i % 7 == 0 {
+                            // Some sleep, with and without the hint.
+                            std::thread::sleep(Duration::from_micros(200));
+                        } else if i % 11 == 0 {
+                            cmwq::blocking(|| std::thread::sleep(Duration::from_micros(200)));
+                        }
+                    })
+                })
+                .collect();
+            let producer = {
+                let (items, wq, unbound) = (items.clone(), wq.clone(), unbound.clone());
+                std::thread::spawn(move || {
+                    for (i, item) in items.iter().enumerate() {
+                        let queued = match i % 4 {
+                            0 => wq.queue_on(0, item).unwrap(),
+                            1 => wq.queue_on(1, item).unwrap(),
+                            2 => wq.queue(item),
+                            _ => unbound.queue(item),
+                        };
+                        assert!(queued, "item {i} was idle");
+                    }
+                })
+            };
+            // Changes all along the stream, and at least 20 of them.
+            let mut round = 0;
+            while round < 20 || !producer.is_finished() {
+                set_main_affinity(if round % 2 == 0 { &[0] } else { &start });
+                assert!(refresh_cpus(), "round {round} changed the set");
+                round += 1;
+            }
+            set_main_affinity(&start);
+            refresh_cpus();
+            must_return("the producer", DEADLINE, move || producer.join().unwrap());
+            flush_all(&items);
+            let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+            assert!(counts.iter().all(|&c| c == 1), "runs per item: {counts:?}");
+            assert_eq!(online_cpus(), start);
+            assert_eq!(cmwq::invariant_violations(), 0);
+            println!("CHILD OK");
+        },
+    );
+}
+
 /// A fake sysfs tree under the temp folder, set as `CMWQ_SYSFS_ROOT` (before the engine's
 /// first use), with `devices/system/cpu/possible` saying `possible`.
 fn fake_root(name: &str, possible: &str) -> PathBuf {
