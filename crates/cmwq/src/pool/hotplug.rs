@@ -16,10 +16,11 @@
 //! (every online CPU if none of the pool's is): never only CPUs that left.
 //!
 //! Affinity is set from here with `sched_setaffinity(tid)` on each worker, and by a new worker
-//! on itself when it starts. [`ATTACH`] (the kernel's `wq_pool_attach_mutex`) keeps the two
-//! apart: a worker reads its pool's state and sets its affinity under it, so it either starts
-//! after a change (and reads the new state) or has its thread id recorded before it (and is
-//! moved by it). Lock order: `ATTACH` → pool lock; no pool lock is held across a system call.
+//! on itself when it starts. [`WQ_POOL_ATTACH_MUTEX`] (the kernel's `wq_pool_attach_mutex`)
+//! keeps the two apart: a worker reads its pool's state and sets its affinity under it, so it
+//! either starts after a change (and reads the new state) or has its thread id recorded before
+//! it (and is moved by it). Lock order: `WQ_POOL_ATTACH_MUTEX` → pool lock; no pool lock is
+//! held across a system call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use crate::pool::{flags, kick_pool, Kick, PoolLocked, WorkerPool};
 
 /// Serialises CPU-set changes against one another and against workers setting their own
 /// affinity as they start (module docs).
-pub(crate) static ATTACH: Mutex<()> = Mutex::new(());
+pub(crate) static WQ_POOL_ATTACH_MUTEX: Mutex<()> = Mutex::new(());
 
 /// How often the monitor re-reads the CPU set (one `sched_getaffinity`, and one read of the
 /// cgroup's cpuset file where there is one).
@@ -63,7 +64,7 @@ pub(crate) const RECHECK_PERIOD: Duration = Duration::from_millis(250);
 /// assert_eq!(cmwq::online_cpus(), before);
 /// ```
 pub fn refresh_cpus() -> bool {
-    let attach = ATTACH.lock();
+    let attach = WQ_POOL_ATTACH_MUTEX.lock();
     let Some(change) = cpuset::reread() else {
         return false;
     };
@@ -89,8 +90,8 @@ pub(crate) fn refresh_if_due(last: &mut Instant) {
     }
 }
 
-/// Applies `change` to every pool (with `ATTACH` held); returns the pools that need a first
-/// worker.
+/// Applies `change` to every pool (with `WQ_POOL_ATTACH_MUTEX` held); returns the pools that
+/// need a first worker.
 fn apply(change: &cpuset::Change) -> Vec<Arc<WorkerPool>> {
     let mut first = Vec::new();
     for pair in crate::pool::per_cpu_pools() {
@@ -163,7 +164,7 @@ fn live_workers(g: &PoolLocked) -> Vec<usize> {
 }
 
 /// Thread ids of the workers that have recorded theirs (the others set their affinity
-/// themselves when they start, under [`ATTACH`]).
+/// themselves when they start, under [`WQ_POOL_ATTACH_MUTEX`]).
 fn worker_tids(g: &PoolLocked) -> Vec<i32> {
     g.workers
         .iter()
@@ -187,9 +188,9 @@ fn pin_all(pool: &WorkerPool, tids: &[i32], cpus: &[usize]) {
     }
 }
 
-/// The CPUs a worker of `pool` starting now is allowed, and first the pod it starts in if
-/// that differs (non-strict unbound pools), read with the pool lock held and `ATTACH` held by
-/// the caller.
+/// The CPUs a worker of `pool` starting now is allowed, and first the pod it starts in if that
+/// differs (non-strict unbound pools), read with the pool lock held and `WQ_POOL_ATTACH_MUTEX`
+/// held by the caller.
 pub(crate) fn worker_affinity(pool: &WorkerPool, g: &PoolLocked) -> (Vec<usize>, Vec<usize>) {
     match pool.cpu {
         Some(cpu) if !g.disassociated => (vec![cpu], vec![cpu]),

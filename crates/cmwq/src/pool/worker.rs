@@ -134,14 +134,15 @@ pub fn current_worker() -> Option<WorkerInfo> {
 
 // ===== the worker thread =====
 
-/// Records the new worker's thread id and pins it: to its CPU (per-CPU pools; every online
-/// CPU while the pool is disassociated), to its pod (strict unbound pools), or into its pod
-/// and then out to the queue's whole cpumask (non-strict unbound pools: it starts in the pod,
-/// the scheduler may move it later); unbound masks cut to the online CPUs. Under the hotplug
-/// `ATTACH` lock, so that a CPU-set change either sees the thread id or is seen here.
+/// Records the new worker's thread id and pins it: to its CPU (per-CPU pools; every online CPU
+/// while the pool is disassociated), to its pod (strict unbound pools), or into its pod and
+/// then out to the queue's whole cpumask (non-strict unbound pools: it starts in the pod, the
+/// scheduler may move it later); unbound masks cut to the online CPUs. Under the hotplug
+/// `WQ_POOL_ATTACH_MUTEX` lock, so that a CPU-set change either sees the thread id or is seen
+/// here.
 fn setup_thread(pool: &WorkerPool, id: usize) {
     let res = {
-        let _attach = hotplug::ATTACH.lock();
+        let _attach = hotplug::WQ_POOL_ATTACH_MUTEX.lock();
         let (start, allowed) = {
             let mut g = pool.locked.lock();
             if let Some(w) = g.workers[id].as_mut() {
