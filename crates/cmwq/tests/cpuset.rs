@@ -443,6 +443,36 @@ fn changes_while_items_stream_lose_nothing_and_run_nothing_twice() {
     );
 }
 
+#[test]
+fn refresh_before_first_use_leaves_the_configuration_open() {
+    isolated(
+        "refresh_before_first_use_leaves_the_configuration_open",
+        || {
+            if !has_two_cpus() {
+                return;
+            }
+            let start = online_cpus();
+            assert!(!refresh_cpus(), "no change since the first read");
+            // A change before the engine's first use: nothing to move, nothing fixed.
+            set_main_affinity(&[0]);
+            assert!(refresh_cpus());
+            assert_eq!(online_cpus(), [0]);
+            cmwq::configure(cmwq::Config::default()).expect("configure after refresh_cpus");
+            // The pools are made with the set of their time: CPU 1's disassociated.
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let item = recording_item(&log);
+            assert_eq!(cmwq::system_wq().queue_on(1, &item), Ok(true));
+            flush_all(std::slice::from_ref(&item));
+            assert_eq!(log.lock().unwrap()[0].allowed, [0]);
+            assert_eq!(disassociated(1), [true]);
+            set_main_affinity(&start);
+            assert!(refresh_cpus());
+            assert_eq!(disassociated(1), [false, false]);
+            println!("CHILD OK");
+        },
+    );
+}
+
 /// A fake sysfs tree under the temp folder, set as `CMWQ_SYSFS_ROOT` (before the engine's
 /// first use), with `devices/system/cpu/possible` saying `possible`.
 fn fake_root(name: &str, possible: &str) -> PathBuf {

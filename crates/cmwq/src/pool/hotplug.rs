@@ -32,8 +32,10 @@ use crate::pool::manage::create_first_worker;
 use crate::pool::panic::contain_quiet;
 use crate::pool::{flags, kick_pool, Kick, PoolLocked, WorkerPool};
 
-/// Serialises CPU-set changes against one another and against workers setting their own
-/// affinity as they start (module docs).
+/// Serialises CPU-set changes against one another, against workers setting their own
+/// affinity as they start (module docs), and against the making of the pools (the registry
+/// takes it while it makes them). So nothing may make the pools while holding it: a change
+/// looks at them only once they are made (`pools_made`, which does not wait).
 pub(crate) static WQ_POOL_ATTACH_MUTEX: Mutex<()> = Mutex::new(());
 
 /// How often the monitor re-reads the CPU set (one `sched_getaffinity`, and one read of the
@@ -94,9 +96,14 @@ pub(crate) fn refresh_if_due(last: &mut Instant) {
 /// need a first worker.
 fn apply(change: &cpuset::Change) -> Vec<Arc<WorkerPool>> {
     let mut first = Vec::new();
+    if !crate::pool::pools_made() {
+        // Not before the engine's first use: that would fix the configuration
+        // (`cmwq::configure` must come first), and there is nothing to move yet.
+        return first;
+    }
     for pair in crate::pool::per_cpu_pools() {
         for pool in pair {
-            let cpu = pool.cpu.expect("per-CPU pool");
+            let Some(cpu) = pool.cpu else { continue };
             let online = change.new.binary_search(&cpu).is_ok();
             let mut g = pool.locked.lock();
             if online && !g.disassociated {

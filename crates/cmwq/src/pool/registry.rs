@@ -34,10 +34,21 @@ struct Pools {
     registry: RwLock<Registry>,
 }
 
+/// The pools, made at the engine's first use.
+static POOLS: OnceLock<Pools> = OnceLock::new();
+
+/// Whether the engine's pools have been made (a CPU-set change before that has nothing to
+/// move: the pools are made with the set of their time).
+pub(crate) fn pools_made() -> bool {
+    POOLS.get().is_some()
+}
+
 fn pools() -> &'static Pools {
-    static POOLS: OnceLock<Pools> = OnceLock::new();
     POOLS.get_or_init(|| {
         let _ = crate::config::config();
+        // Against a CPU-set change meanwhile: the pools start with the online state read
+        // here, and a change applied after this sees them made (`pool/hotplug.rs`).
+        let _attach = crate::pool::hotplug::WQ_POOL_ATTACH_MUTEX.lock();
         let possible = topology::possible();
         let mut by_id = Vec::new();
         let mut per_cpu = Vec::new();
