@@ -87,7 +87,8 @@ pub(crate) fn is_current(work: &Work) -> bool {
 pub struct WorkerInfo {
     /// Id of the worker pool (the `u<id>` of unbound worker names).
     pub pool_id: usize,
-    /// The CPU of a per-CPU pool; `None` for unbound pools.
+    /// The CPU of a per-CPU pool (also while the pool is disassociated, its CPU out of the
+    /// process's CPU set and its workers running on other CPUs); `None` for unbound pools.
     pub cpu: Option<usize>,
     /// Whether the pool is a high-priority one.
     pub highpri: bool,
