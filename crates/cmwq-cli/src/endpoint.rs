@@ -92,6 +92,9 @@ pub struct PoolRecord {
     pub nr_running: u64,
     pub worklist: u64,
     pub busy: Vec<BusyRecord>,
+    /// A per-CPU pool whose CPU left the process's CPU set (absent from older engines).
+    #[serde(default)]
+    pub disassociated: bool,
 }
 
 /// The `hello` reply.
@@ -166,4 +169,20 @@ fn no_endpoint(pid: u32, e: &cmwq::Error) -> String {
         "{e}\n(is process {pid} running with CMWQ_CONTROL=1 or cmwq::control::serve(), as this \
          user? `cmwq list` shows the processes that serve)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_record_reads_disassociated_and_defaults_it() {
+        let base = r#""id":2,"cpu":1,"highpri":false,"nice":0,"nr_workers":1,"nr_idle":1,"nr_running":0,"worklist":0,"busy":[]"#;
+        let off: PoolRecord =
+            serde_json::from_str(&format!("{{{base},\"disassociated\":true}}")).unwrap();
+        assert!(off.disassociated);
+        // An engine without the field (before CPU-set changes were followed).
+        let old: PoolRecord = serde_json::from_str(&format!("{{{base}}}")).unwrap();
+        assert!(!old.disassociated);
+    }
 }

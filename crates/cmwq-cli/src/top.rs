@@ -306,7 +306,12 @@ impl App {
         );
         let pool_rows = self.pools.iter().map(|p| {
             let cpu = match p.cpu {
-                Some(c) => format!("{c}{}", if p.highpri { "H" } else { "" }),
+                Some(c) => format!(
+                    "{c}{}{}",
+                    if p.highpri { "H" } else { "" },
+                    // Disassociated: its CPU left the process's CPU set.
+                    if p.disassociated { " off" } else { "" }
+                ),
                 None => "unbound".into(),
             };
             let busy = p

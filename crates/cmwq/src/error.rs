@@ -10,7 +10,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The CPU id is not one of [`online_cpus()`](crate::online_cpus).
+    /// The CPU id is not a possible CPU (`queue_on` and its variants, which take possible
+    /// CPUs that are offline), or not one of [`online_cpus()`](crate::online_cpus)
+    /// ([`work_on_cpu`](crate::work_on_cpu), unbound cpumasks).
     InvalidCpu {
         /// The CPU id that was asked for.
         cpu: usize,

@@ -208,6 +208,7 @@
 //! | `schedule_work`, `schedule_work_on` | [`schedule_work`], [`schedule_work_on`] |
 //! | `queue_work_node` | [`Workqueue::queue_node`] |
 //! | `work_on_cpu`, `schedule_on_each_cpu` | [`work_on_cpu`], [`schedule_on_each_cpu`] |
+//! | `cpu_online_mask`, CPU hotplug callbacks (`workqueue_online_cpu`, `workqueue_offline_cpu`), `POOL_DISASSOCIATED` | [`online_cpus`], [`refresh_cpus`] (and the monitor), [`PoolStats::disassociated`] |
 //! | `flush_work`, `flush_workqueue`, `drain_workqueue` | [`Work::flush`], [`Workqueue::flush`], [`Workqueue::drain`] |
 //! | `cancel_work`, `cancel_work_sync` | [`Work::cancel`], [`Work::cancel_sync`] |
 //! | `disable_work[_sync]`, `enable_work`, `enable_and_queue_work` | [`Work::disable`], [`Work::disable_sync`], [`Work::enable`], [`Workqueue::enable_and_queue`] |
@@ -299,6 +300,7 @@ pub use os::topology::online_cpus;
 pub use cm::monitor::monitor_unparks;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
+pub use pool::refresh_cpus;
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::freezer::{freeze, freeze_busy, thaw};

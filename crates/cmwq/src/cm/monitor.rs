@@ -1,7 +1,8 @@
 //! The monitor thread: samples busy pools for concurrency management (blocked workers and CPU
 //! hogs of per-CPU pools, the creation gates of all), retries worker creation after failures,
-//! calls the rescuers (mayday), and reaps idle workers. It stands in for the kernel's scheduler tick, idle timers and mayday
-//! timers.
+//! calls the rescuers (mayday), reaps idle workers, and re-reads the process's CPU set
+//! (`pool/hotplug.rs`). It stands in for the kernel's scheduler tick, idle timers, mayday
+//! timers and CPU hotplug notifications.
 //!
 //! Its interval adapts: `monitor_interval` (1 ms by default) while a pool is changing, four
 //! times that while pools are busy but steady, and while every pool is idle it parks until a
@@ -86,9 +87,13 @@ fn run() {
     let mut samples: FxHashMap<u64, PoolSample> = FxHashMap::default();
     let mut watches: FxHashMap<u64, crate::observe::watchdog::Watch> = FxHashMap::default();
     let mut last_reap = Instant::now();
+    let mut last_cpus = Instant::now();
     let mut steady_rounds = 0u32;
     let mut idle_rounds = 0u32;
     loop {
+        // The CPU set, every `RECHECK_PERIOD` (also while parked: it wakes at least every
+        // reaping period, at most 1 s).
+        pool::hotplug::refresh_if_due(&mut last_cpus);
         let pools = pool::all_pools();
         let mut busy = false;
         let mut changed = false;

@@ -186,7 +186,16 @@ fn dump_pool(out: &mut String, pool: &WorkerPool, all: bool) {
         return;
     }
     let where_ = match pool.cpu {
-        Some(cpu) => format!("cpus={cpu}{}", if pool.highpri { " highpri" } else { "" }),
+        Some(cpu) => format!(
+            "cpus={cpu}{}{}",
+            if pool.highpri { " highpri" } else { "" },
+            // The kernel's `show_one_worker_pool` prints the pool's flags (as a hex word).
+            if s.disassociated {
+                " DISASSOCIATED"
+            } else {
+                ""
+            }
+        ),
         None => format!(
             "cpus={:?} unbound{}",
             pool.attrs.cpumask,

@@ -105,7 +105,7 @@ impl Workqueue {
             pwqs.first().map(|_| wq.select_pwq(cpu))
         } else {
             let cpu = cpu.unwrap_or_else(crate::os::topology::current_cpu);
-            crate::os::topology::cpus()
+            crate::os::topology::possible()
                 .index_of(cpu)
                 .and_then(|i| pwqs.get(i))
         };
@@ -159,6 +159,10 @@ pub struct PoolStats {
     pub worklist: usize,
     /// The workers running an item, with the item.
     pub busy: Vec<BusyWorker>,
+    /// A per-CPU pool whose CPU is not in the process's CPU set now (the kernel's
+    /// `POOL_DISASSOCIATED`): its workers run on any online CPU, outside concurrency
+    /// management, until the CPU comes back (see [`refresh_cpus`](crate::refresh_cpus)).
+    pub disassociated: bool,
 }
 
 pub(crate) fn pool_stats(pool: &WorkerPool) -> PoolStats {
@@ -189,11 +193,13 @@ pub(crate) fn pool_stats(pool: &WorkerPool) -> PoolStats {
         nr_running: g.nr_running,
         worklist: g.worklist.len(),
         busy,
+        disassociated: g.disassociated,
     }
 }
 
 /// Every worker pool: per-CPU ones first (normal, then high priority, per CPU), then the
-/// unbound ones.
+/// unbound ones. The per-CPU pools listed are those of online CPUs and those that have had a
+/// worker (a possible CPU that is offline and was never used has its pools, unlisted).
 pub fn pools() -> Vec<PoolStats> {
     pool::all_pools().iter().map(|p| pool_stats(p)).collect()
 }

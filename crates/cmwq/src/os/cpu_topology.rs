@@ -13,7 +13,9 @@
 //! still partitions the CPUs. Groups are cut down to the process's CPUs.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 /// The environment variable that replaces the sysfs root, read once at first use.
 pub(crate) const SYSFS_ROOT_VAR: &str = "CMWQ_SYSFS_ROOT";
@@ -85,18 +87,31 @@ impl Topology {
     }
 }
 
-/// The topology of the process's CPUs, read from sysfs at first use (see [`Topology`]).
+/// The topology of the process's CPUs (see [`Topology`]), read from sysfs at first use and
+/// again after the process's CPU set has changed ([`refresh_cpus`](crate::refresh_cpus)).
 ///
 /// The sysfs root is `/sys` unless the environment variable `CMWQ_SYSFS_ROOT` names another
-/// folder when this is first called (the engine calls it when it creates its first unbound
-/// queue), which lets tests describe machines they do not run on.
+/// folder when the engine is first used (the possible CPUs are read then), which lets tests
+/// describe machines they do not run on.
 pub fn topology() -> Topology {
-    cached().clone()
+    (*cached()).clone()
 }
 
-pub(crate) fn cached() -> &'static Topology {
-    static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
-    TOPOLOGY.get_or_init(|| Topology::read(sysfs_root(), &super::topology::cpus().list))
+/// The topology of the online CPUs now: the last one read while they are the same, else
+/// read again (unbound queues created after a change get pods of the new CPUs; existing
+/// queues keep theirs).
+pub(crate) fn cached() -> Arc<Topology> {
+    static TOPOLOGY: Mutex<Option<Arc<Topology>>> = Mutex::new(None);
+    let online = super::topology::online_cpus();
+    let mut g = TOPOLOGY.lock();
+    match &*g {
+        Some(t) if t.cpus == online => t.clone(),
+        _ => {
+            let t = Arc::new(Topology::read(sysfs_root(), &online));
+            *g = Some(t.clone());
+            t
+        }
+    }
 }
 
 /// The sysfs root: `/sys`, or the folder `CMWQ_SYSFS_ROOT` names at first use.

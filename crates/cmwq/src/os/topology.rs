@@ -1,54 +1,29 @@
-//! CPUs and the operating-system calls about them: the process's CPU set, the CPU the caller
-//! runs on, pinning, nice values and thread ids. Every `unsafe` libc call of the crate is here.
+//! CPUs and the operating-system calls about them: the process's CPU set (kept in
+//! `os/cpuset.rs`), the CPU the caller runs on, pinning, nice values and thread ids. Every
+//! `unsafe` libc call of the crate is in the OS layer.
 
-use std::sync::OnceLock;
+pub(crate) use super::cpuset::{online, possible, restrict_to_online};
 
-/// The CPUs this process may run on (its affinity mask at first use), ascending.
+/// The CPUs this process may run on now (its CPU set: the main thread's affinity mask cut to
+/// the cgroup's effective cpuset where readable), ascending.
 ///
-/// These are the ids [`Workqueue::queue_on`](crate::Workqueue::queue_on) accepts, and the CPUs
-/// that get per-CPU worker pools.
+/// These are the CPUs that [`work_on_cpu`](crate::work_on_cpu) and
+/// [`schedule_on_each_cpu`](crate::schedule_on_each_cpu) use. The set follows changes:
+/// [`refresh_cpus`](crate::refresh_cpus) re-reads it at once, and the engine's monitor
+/// re-reads it periodically. [`Workqueue::queue_on`](crate::Workqueue::queue_on) also accepts
+/// possible CPUs that are not online (their items run on the CPU's disassociated pool).
 pub fn online_cpus() -> Vec<usize> {
-    cpus().list.clone()
+    online()
 }
 
-pub(crate) struct Cpus {
-    /// Allowed CPU ids, ascending.
-    pub(crate) list: Vec<usize>,
-    /// `index[cpu]` is the position of `cpu` in `list`.
-    index: Vec<Option<usize>>,
-}
-
-impl Cpus {
-    /// Position of `cpu` in the list, if it is allowed.
-    pub(crate) fn index_of(&self, cpu: usize) -> Option<usize> {
-        self.index.get(cpu).copied().flatten()
-    }
-}
-
-pub(crate) fn cpus() -> &'static Cpus {
-    static CPUS: OnceLock<Cpus> = OnceLock::new();
-    CPUS.get_or_init(|| {
-        let mut list = affinity_of_current_thread();
-        if list.is_empty() {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            list = (0..n).collect();
-        }
-        let max = list.iter().copied().max().unwrap_or(0);
-        let mut index = vec![None; max + 1];
-        for (i, &cpu) in list.iter().enumerate() {
-            index[cpu] = Some(i);
-        }
-        Cpus { list, index }
-    })
-}
-
-fn affinity_of_current_thread() -> Vec<usize> {
+/// The mask of thread (or process) `pid`; empty if it cannot be read.
+pub(crate) fn affinity_of(pid: libc::pid_t) -> Vec<usize> {
     // SAFETY: `cpu_set_t` is a plain bitmask for which all-zero is a valid value.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer and size describe `set`, which lives across the call; pid 0 means
-    // the calling thread.
+    // SAFETY: the pointer and size describe `set`, which lives across the call; `pid` names a
+    // thread or process (0: the calling thread), and a wrong one only makes the call fail.
     let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Vec::new();
     }
@@ -58,14 +33,22 @@ fn affinity_of_current_thread() -> Vec<usize> {
         .collect()
 }
 
-/// `Err(Error::InvalidCpu)` unless `cpu` is one of [`online_cpus()`].
+/// `Err(Error::InvalidCpu)` unless `cpu` is possible (online or not): what `queue_on` takes.
 pub(crate) fn check_cpu(cpu: usize) -> Result<(), crate::Error> {
-    match cpus().index_of(cpu) {
+    match possible().index_of(cpu) {
         Some(_) => Ok(()),
         None => Err(crate::Error::InvalidCpu { cpu }),
     }
 }
 
+/// `Err(Error::InvalidCpu)` unless `cpu` is one of [`online_cpus()`] now.
+pub(crate) fn check_online(cpu: usize) -> Result<(), crate::Error> {
+    if super::cpuset::is_online_exact(cpu) {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidCpu { cpu })
+    }
+}
 /// The CPU the calling thread is running on (a hint: it may move right after).
 #[inline]
 pub(crate) fn current_cpu() -> usize {
@@ -80,6 +63,12 @@ pub(crate) fn current_cpu() -> usize {
 
 /// Restricts the calling thread to `cpus`. Returns the OS error on failure.
 pub(crate) fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
+    pin_thread(0, cpus)
+}
+
+/// Restricts thread `tid` of this process (0: the calling thread) to `cpus`. Returns the OS
+/// error on failure (`ESRCH` for a thread that has exited).
+pub(crate) fn pin_thread(tid: i32, cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: all-zero is a valid, empty `cpu_set_t`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &cpu in cpus {
@@ -88,8 +77,9 @@ pub(crate) fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
             unsafe { libc::CPU_SET(cpu, &mut set) };
         }
     }
-    // SAFETY: the pointer and size describe `set`; pid 0 means the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    // SAFETY: the pointer and size describe `set`; `tid` names a thread (0: the calling
+    // one), and a wrong one only makes the call fail.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc == 0 {
         Ok(())
     } else {
@@ -179,17 +169,6 @@ mod tests {
         assert_eq!(thread_name("kworker/R-a\0b"), "kworker/R-a?b");
         assert_eq!(thread_name("kworker/R-abcdefghij"), "kworker/R-abcde");
         assert_eq!(thread_name("kworker/R-abcdé"), "kworker/R-abcd");
-    }
-
-    #[test]
-    fn cpus_are_sorted_and_indexed() {
-        let c = cpus();
-        assert!(!c.list.is_empty());
-        assert!(c.list.windows(2).all(|w| w[0] < w[1]));
-        for (i, &cpu) in c.list.iter().enumerate() {
-            assert_eq!(c.index_of(cpu), Some(i));
-        }
-        assert_eq!(c.index_of(100_000), None);
     }
 
     #[test]

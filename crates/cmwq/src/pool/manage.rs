@@ -77,7 +77,14 @@ pub(crate) fn create_worker(pool: &Arc<WorkerPool>, g: &mut MutexGuard<'_, PoolL
     let id = alloc_worker_id(g);
     let name = worker_name(pool, id);
     let cv = Arc::new(Condvar::new());
-    let base = if pool.is_unbound() { flags::UNBOUND } else { 0 };
+    // Workers of unbound and disassociated pools stay out of concurrency management (the
+    // kernel's `worker_attach_to_pool` sets `WORKER_UNBOUND` in a disassociated pool).
+    let base = if pool.is_unbound() || g.disassociated {
+        flags::UNBOUND
+    } else {
+        0
+    };
+    pool.note_started();
     let slot = new_slot(flags::PREP | base, cv.clone(), name.clone());
     let in_item = slot.in_item.clone();
     g.workers[id] = Some(slot);

@@ -10,6 +10,7 @@
 //! pool that gets busy wakes the monitor ([`crate::cm::monitor::note_busy`]), as the kernel's
 //! pool code arms its idle and mayday timers.
 
+pub(crate) mod hotplug;
 pub(crate) mod list;
 pub(crate) mod manage;
 pub(crate) mod panic;
@@ -18,6 +19,7 @@ pub(crate) mod rescuer;
 pub(crate) mod worker;
 mod worker_pool;
 
+pub use hotplug::refresh_cpus;
 pub(crate) use registry::*;
 pub use worker_pool::invariant_violations;
 pub(crate) use worker_pool::*;

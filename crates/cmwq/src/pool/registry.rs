@@ -1,6 +1,11 @@
 //! The pool registry (the kernel's `worker_pool_idr`, per-CPU pools and `unbound_pool_hash`):
-//! two pools per allowed CPU for the life of the process, unbound pools shared by equal
+//! two pools per possible CPU for the life of the process, unbound pools shared by equal
 //! attributes and destroyed with their last user.
+//!
+//! Per-CPU pools exist for every possible CPU (`os/cpuset.rs`), online or not, so that a CPU
+//! that comes into the process's CPU set finds its pools (and every per-CPU queue its pool
+//! workqueue) already there. A pool without workers costs a few hundred bytes; those of CPUs
+//! offline at first use start with empty lists, which grow when used.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -24,25 +29,41 @@ struct Registry {
 }
 
 struct Pools {
-    /// `[normal, highpri]` per allowed CPU, in `online_cpus()` order.
+    /// `[normal, highpri]` per possible CPU, in possible-CPU order.
     per_cpu: Vec<[Arc<WorkerPool>; 2]>,
     registry: RwLock<Registry>,
 }
 
+/// The pools, made at the engine's first use.
+static POOLS: OnceLock<Pools> = OnceLock::new();
+
+/// Whether the engine's pools have been made (a CPU-set change before that has nothing to
+/// move: the pools are made with the set of their time).
+pub(crate) fn pools_made() -> bool {
+    POOLS.get().is_some()
+}
+
 fn pools() -> &'static Pools {
-    static POOLS: OnceLock<Pools> = OnceLock::new();
     POOLS.get_or_init(|| {
         let _ = crate::config::config();
-        let cpus = &topology::cpus().list;
+        // Against a CPU-set change meanwhile: the pools start with the online state read
+        // here, and a change applied after this sees them made (`pool/hotplug.rs`).
+        let _attach = crate::pool::hotplug::WQ_POOL_ATTACH_MUTEX.lock();
+        let possible = topology::possible();
         let mut by_id = Vec::new();
         let mut per_cpu = Vec::new();
-        for &cpu in cpus {
+        for &cpu in &possible.list {
+            let warm = possible.is_online(cpu);
             let mut pair = Vec::new();
             for highpri in [false, true] {
                 let id = by_id.len() as u32;
                 let nice = if highpri { HIGHPRI_NICE } else { 0 };
                 let attrs = Attrs::strict(nice, vec![cpu]);
-                let pool = Arc::new(WorkerPool::new(id, Some(cpu), highpri, attrs));
+                let mut pool = WorkerPool::new(id, Some(cpu), highpri, attrs, warm);
+                // A CPU offline at first use starts disassociated (the kernel's pools of
+                // possible CPUs not yet online are created with `POOL_DISASSOCIATED`).
+                pool.locked.get_mut().disassociated = !warm;
+                let pool = Arc::new(pool);
                 by_id.push(Some(pool.clone()));
                 pair.push(pool);
             }
@@ -64,19 +85,31 @@ fn pools() -> &'static Pools {
     })
 }
 
-/// The per-CPU pool of CPU index `idx` (position in `online_cpus()`).
+/// The per-CPU pool of possible-CPU index `idx` (position in the possible list).
 pub(crate) fn per_cpu_pool(idx: usize, highpri: bool) -> Arc<WorkerPool> {
     pools().per_cpu[idx][usize::from(highpri)].clone()
 }
 
-/// Every live pool (per-CPU ones first).
+/// The per-CPU pools of every possible CPU, `[normal, highpri]` each, in possible-CPU order.
+pub(crate) fn per_cpu_pools() -> &'static [[Arc<WorkerPool>; 2]] {
+    &pools().per_cpu
+}
+
+/// Every live pool (per-CPU ones first), leaving out the per-CPU pools of CPUs that are not
+/// online and never had a worker: the monitor, the stats and the dump see the pools of a
+/// machine whose possible CPUs are many and whose CPU set is small as they see a small one.
 pub(crate) fn all_pools() -> Vec<Arc<WorkerPool>> {
+    let possible = topology::possible();
     pools()
         .registry
         .read()
         .by_id
         .iter()
         .flatten()
+        .filter(|p| {
+            p.cpu
+                .is_none_or(|cpu| possible.is_online(cpu) || p.ever_started())
+        })
         .cloned()
         .collect()
 }
@@ -114,7 +147,13 @@ pub(crate) fn get_unbound_pool(attrs: &Attrs) -> Arc<WorkerPool> {
             id
         }
     };
-    let pool = Arc::new(WorkerPool::new(id, None, attrs.nice < 0, attrs.clone()));
+    let pool = Arc::new(WorkerPool::new(
+        id,
+        None,
+        attrs.nice < 0,
+        attrs.clone(),
+        true,
+    ));
     *pool.refcnt.lock() = 1;
     reg.by_id[id as usize] = Some(pool.clone());
     reg.unbound.insert(attrs.clone(), pool.clone());
@@ -151,7 +190,7 @@ mod tests {
 
     #[test]
     fn per_cpu_pools_are_found_by_id_without_the_registry() {
-        for (idx, _) in topology::cpus().list.iter().enumerate() {
+        for (idx, _) in topology::possible().list.iter().enumerate() {
             for highpri in [false, true] {
                 let pool = per_cpu_pool(idx, highpri);
                 let found = pool_by_id(pool.id).expect("per-CPU pools live for ever");
@@ -160,7 +199,7 @@ mod tests {
             }
         }
         // The first id past the per-CPU pools goes through the registry.
-        let past = 2 * topology::cpus().list.len() as u32;
+        let past = 2 * topology::possible().list.len() as u32;
         if let Some(pool) = pool_by_id(past) {
             assert!(pool.is_unbound());
         }

@@ -9,6 +9,7 @@ use parking_lot::{Condvar, MutexGuard};
 
 use crate::observe::trace;
 use crate::os::topology;
+use crate::pool::hotplug;
 use crate::pool::manage::{manage_workers, sleeper_ready};
 use crate::pool::panic::{contain, contain_quiet, Site};
 use crate::pool::{
@@ -106,7 +107,8 @@ pub(crate) fn is_current(work: &Work) -> bool {
 pub struct WorkerInfo {
     /// Id of the worker pool (the `u<id>` of unbound worker names).
     pub pool_id: usize,
-    /// The CPU of a per-CPU pool; `None` for unbound pools.
+    /// The CPU of a per-CPU pool (also while the pool is disassociated, its CPU out of the
+    /// process's CPU set and its workers running on other CPUs); `None` for unbound pools.
     pub cpu: Option<usize>,
     /// Whether the pool is a high-priority one.
     pub highpri: bool,
@@ -153,14 +155,28 @@ pub fn current_worker() -> Option<WorkerInfo> {
 
 // ===== the worker thread =====
 
-/// Pins the new worker: to its pod (strict and per-CPU pools), or into its pod and then out
-/// to the queue's whole cpumask (non-strict unbound pools: it starts in the pod, the
-/// scheduler may move it later).
-fn setup_thread(pool: &WorkerPool) {
-    let mut res = topology::pin_current_thread(&pool.attrs.cpumask);
-    if res.is_ok() && pool.attrs.may_leave_pod() {
-        res = topology::pin_current_thread(&pool.attrs.allowed);
-    }
+/// Records the new worker's thread id and pins it: to its CPU (per-CPU pools; every online CPU
+/// while the pool is disassociated), to its pod (strict unbound pools), or into its pod and
+/// then out to the queue's whole cpumask (non-strict unbound pools: it starts in the pod, the
+/// scheduler may move it later); unbound masks cut to the online CPUs. Under the hotplug
+/// `WQ_POOL_ATTACH_MUTEX` lock, so that a CPU-set change either sees the thread id or is seen
+/// here.
+fn setup_thread(pool: &WorkerPool, id: usize) {
+    let res = {
+        let _attach = hotplug::WQ_POOL_ATTACH_MUTEX.lock();
+        let (start, allowed) = {
+            let mut g = pool.locked.lock();
+            if let Some(w) = g.workers[id].as_mut() {
+                w.tid = topology::gettid();
+            }
+            hotplug::worker_affinity(pool, &g)
+        };
+        let mut res = topology::pin_current_thread(&start);
+        if res.is_ok() && allowed != start {
+            res = topology::pin_current_thread(&allowed);
+        }
+        res
+    };
     if let Err(err) = res {
         contain_quiet(
             || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not set worker affinity"),
@@ -196,7 +212,7 @@ pub(crate) fn worker_thread(
     in_item: Arc<AtomicU64>,
     name: String,
 ) {
-    setup_thread(&pool);
+    setup_thread(&pool, id);
     set_worker_ctx(Some(WorkerCtx {
         pool: pool.clone(),
         id,
@@ -204,9 +220,6 @@ pub(crate) fn worker_thread(
         name,
     }));
     let mut g = pool.locked.lock();
-    if let Some(w) = g.workers[id].as_mut() {
-        w.tid = topology::gettid();
-    }
     loop {
         // Sleep until woken (or told to die; `kill_worker` did the accounting).
         loop {
@@ -467,12 +480,21 @@ fn process_one_work(
 /// running outside its pod is moved into the pod (affinity set to the pod, which migrates the
 /// thread, then back to the whole cpumask). Returns whether it was moved. Inside the pod the
 /// cost is one `sched_getcpu` (a vDSO call). Called with no lock held.
+///
+/// A pod none of whose CPUs is online (the process's CPU set lost them) takes nobody back:
+/// the worker stays where it is, inside the online part of the cpumask.
 fn repatriate(pool: &WorkerPool) -> bool {
     if pool.attrs.in_pod(topology::current_cpu()) {
         return false;
     }
-    let res = topology::pin_current_thread(&pool.attrs.cpumask)
-        .and_then(|()| topology::pin_current_thread(&pool.attrs.allowed));
+    let possible = topology::possible();
+    if !pool.attrs.cpumask.iter().any(|&c| possible.is_online(c)) {
+        return false;
+    }
+    let res = topology::pin_current_thread(&topology::restrict_to_online(&pool.attrs.cpumask))
+        .and_then(|()| {
+            topology::pin_current_thread(&topology::restrict_to_online(&pool.attrs.allowed))
+        });
     if let Err(err) = res {
         contain_quiet(
             || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not repatriate worker"),

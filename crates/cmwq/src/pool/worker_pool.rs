@@ -1,7 +1,7 @@
 //! Worker pools: the shared worklist, the workers, and the rules that decide when a worker runs.
 //!
-//! Two pools per allowed CPU (normal and high priority, workers pinned to the CPU) exist for the
-//! life of the process; unbound pools are created per distinct [`Attrs`] and shared by every
+//! Two pools per possible CPU (normal and high priority, workers pinned to the CPU while it is
+//! online, disassociated while not: `pool/hotplug.rs`) exist for the life of the process; unbound pools are created per distinct [`Attrs`] and shared by every
 //! unbound workqueue with equal attributes, and destroyed when the last one goes.
 
 use std::collections::VecDeque;
@@ -75,7 +75,7 @@ pub(crate) mod flags {
     pub(crate) const PREP: u32 = 1 << 3;
     /// Excluded from concurrency management for the current item.
     pub(crate) const CPU_INTENSIVE: u32 = 1 << 6;
-    /// Worker of an unbound pool: never counts in `nr_running`.
+    /// Worker of an unbound or disassociated pool: never counts in `nr_running`.
     pub(crate) const UNBOUND: u32 = 1 << 7;
     /// Flags that keep a worker out of `nr_running`.
     pub(crate) const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND;
@@ -161,6 +161,11 @@ pub(crate) struct PoolLocked {
     pub(crate) flush_waiters: FxHashMap<usize, Vec<Arc<Completion>>>,
     /// The pool is being destroyed: no more workers are made.
     pub(crate) destroying: bool,
+    /// A per-CPU pool whose CPU is not in the process's CPU set (the kernel's
+    /// `POOL_DISASSOCIATED`): its workers carry [`flags::UNBOUND`] (no concurrency
+    /// management) and may run on every online CPU. Changed by `pool/hotplug.rs` only, with
+    /// its lock held.
+    pub(crate) disassociated: bool,
     /// Workers the saturation gate always allows (CPU-intensive ones aside): a runner and a
     /// spare per CPU, i.e. 2 for a per-CPU pool and cpus + 1 for an unbound one.
     pub(crate) gate_floor: usize,
@@ -209,6 +214,9 @@ pub(crate) struct WorkerPool {
     pub(crate) nice_failed: AtomicBool,
     /// Number of pwqs using an unbound pool (guarded by the registry lock).
     pub(super) refcnt: Mutex<usize>,
+    /// The pool has had a worker (set once, by the first creation; Relaxed: a filter for the
+    /// pool walks, which lock the pool before they read anything of it).
+    started: AtomicBool,
 }
 
 // ===== the concurrency-management predicates (kernel names), pure over the counters =====
@@ -515,7 +523,16 @@ pub(crate) fn kick_pool(g: &mut PoolLocked) -> Kick {
 }
 
 impl WorkerPool {
-    pub(super) fn new(id: u32, cpu: Option<usize>, highpri: bool, attrs: Attrs) -> Self {
+    /// A pool; `warm` gives its lists their usual starting capacity (pools of CPUs offline at
+    /// first use start empty).
+    pub(super) fn new(
+        id: u32,
+        cpu: Option<usize>,
+        highpri: bool,
+        attrs: Attrs,
+        warm: bool,
+    ) -> Self {
+        let cap = |n: usize| if warm { n } else { 0 };
         let gate_floor = if cpu.is_some() {
             2
         } else {
@@ -530,10 +547,10 @@ impl WorkerPool {
             highpri,
             attrs,
             locked: Mutex::new(PoolLocked {
-                worklist: ItemList::with_capacity(256),
+                worklist: ItemList::with_capacity(cap(256)),
                 workers: Vec::new(),
                 idle: Vec::new(),
-                busy: FxHashMap::with_capacity_and_hasher(64, Default::default()),
+                busy: FxHashMap::with_capacity_and_hasher(cap(64), Default::default()),
                 nr_started: 0,
                 nr_running: 0,
                 nr_hinted: 0,
@@ -545,6 +562,7 @@ impl WorkerPool {
                 free_slots: Vec::new(),
                 flush_waiters: FxHashMap::default(),
                 destroying: false,
+                disassociated: false,
                 gate_floor,
                 cm_target: 1,
                 cpu_saturated: false,
@@ -557,6 +575,20 @@ impl WorkerPool {
             }),
             nice_failed: AtomicBool::new(false),
             refcnt: Mutex::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the pool has ever had a worker.
+    pub(crate) fn ever_started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that the pool has a worker (see `started`).
+    pub(crate) fn note_started(&self) {
+        if !self.ever_started() {
+            self.started
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

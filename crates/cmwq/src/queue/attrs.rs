@@ -169,20 +169,20 @@ pub(crate) fn queue_pods(
 }
 
 /// The pool attributes of an unbound queue, one per pod (ordered queues: one pod, the whole
-/// cpumask), and, with several pods, the pod index of each CPU of `online_cpus()` (0, the
-/// first pod, for CPUs outside the cpumask); empty with one pod.
+/// cpumask), and, with several pods, the pod index of each possible CPU, by possible-CPU
+/// index (0, the first pod, for CPUs outside the cpumask); empty with one pod.
 pub(crate) fn unbound_pods(a: &WorkqueueAttrs, ordered: bool) -> (Vec<Attrs>, Vec<u32>) {
     let pods = if ordered {
         vec![a.cpumask.clone()]
     } else {
         queue_pods(
-            crate::os::cpu_topology::cached(),
+            &crate::os::cpu_topology::cached(),
             a.affinity_scope,
             &a.cpumask,
         )
     };
     let pod_of_cpu = if pods.len() > 1 {
-        crate::os::topology::cpus()
+        crate::os::topology::possible()
             .list
             .iter()
             .map(|c| pods.iter().position(|p| p.contains(c)).unwrap_or(0) as u32)

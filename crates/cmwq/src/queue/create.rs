@@ -1,6 +1,6 @@
 //! Creating a workqueue (the kernel's `alloc_workqueue`): the builder for the attributes
 //! `Workqueue::new` does not take, the checks of what was asked, and the linking of one pool
-//! workqueue per CPU (per-CPU queues) or per pod (unbound queues).
+//! workqueue per possible CPU (per-CPU queues) or per pod (unbound queues).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -268,7 +268,7 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
                 reason: format!("nice {nice} is outside -20..=19"),
             });
         }
-        let online = &topology::cpus().list;
+        let online = topology::online_cpus();
         let cpumask = b.cpumask.clone().unwrap_or_else(|| online.clone());
         if cpumask.is_empty() {
             return Err(Error::InvalidAttrs {
@@ -297,10 +297,10 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
     let (node_nr_active, pod_node, pod_shared) = match &attrs {
         Some(a) => {
             let pods: Vec<Vec<usize>> = pool_attrs.iter().map(|p| p.cpumask.clone()).collect();
-            let nodes = node_active::pod_nodes(topo, &pods);
+            let nodes = node_active::pod_nodes(&topo, &pods);
             let shared = node_active::shared_nodes(&nodes);
             (
-                node_active::new_node_counters(topo, &a.cpumask),
+                node_active::new_node_counters(&topo, &a.cpumask),
                 nodes,
                 shared,
             )
@@ -345,7 +345,9 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
     let pools: Vec<Arc<pool::WorkerPool>> = if unbound {
         pool_attrs.iter().map(pool::get_unbound_pool).collect()
     } else {
-        (0..topology::cpus().list.len())
+        // One per possible CPU, online or not, by possible-CPU index: the table keeps its
+        // shape when the CPU set changes (`pool/hotplug.rs`).
+        (0..topology::possible().list.len())
             .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
             .collect()
     };

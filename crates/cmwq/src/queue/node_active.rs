@@ -131,7 +131,7 @@ pub(crate) fn pool_node(pool: &WorkerPool) -> u32 {
         return NO_NODE;
     }
     pod_nodes(
-        crate::os::cpu_topology::cached(),
+        &crate::os::cpu_topology::cached(),
         std::slice::from_ref(&pool.attrs.cpumask),
     )[0]
 }

@@ -109,7 +109,7 @@ where
     F: FnOnce() -> R + Send,
     R: Send,
 {
-    topology::check_cpu(cpu)?;
+    topology::check_online(cpu)?;
     let wq = work_on_cpu_wq();
     // Borrowing `f` is sound because the scope waits for its item (module docs).
     wq.scope(|s| match s.spawn_on_cpu(cpu, f).join() {
@@ -166,8 +166,7 @@ where
     let wq = system_percpu_wq();
     let f = &f;
     wq.scope(|s| {
-        let handles: Vec<_> = topology::cpus()
-            .list
+        let handles: Vec<_> = topology::online_cpus()
             .iter()
             .map(|&cpu| s.spawn_on_cpu(cpu, f))
             .collect();
@@ -240,7 +239,7 @@ impl Workqueue {
             return Ok(None);
         }
         let here = topology::current_cpu();
-        let online = |cpu: &usize| topology::cpus().index_of(*cpu).is_some();
+        let online = |cpu: &usize| topology::possible().is_online(*cpu);
         Ok(if cpus.contains(&here) && online(&here) {
             Some(here)
         } else {
@@ -269,7 +268,7 @@ fn node_cpus(node: usize) -> Option<&'static [usize]> {
 /// that have no node. Without `root`, one node 0 holding every CPU of the process.
 fn read_nodes(root: &std::path::Path) -> Vec<Option<Vec<usize>>> {
     let Ok(entries) = std::fs::read_dir(root) else {
-        return vec![Some(topology::cpus().list.clone())];
+        return vec![Some(topology::online_cpus())];
     };
     let mut nodes: Vec<Option<Vec<usize>>> = Vec::new();
     for entry in entries.flatten() {
@@ -294,7 +293,7 @@ fn read_nodes(root: &std::path::Path) -> Vec<Option<Vec<usize>>> {
     }
     if nodes.is_empty() {
         // A node directory without readable nodes: treat it as absent.
-        nodes.push(Some(topology::cpus().list.clone()));
+        nodes.push(Some(topology::online_cpus()));
     }
     nodes
 }

@@ -98,12 +98,12 @@ pub(crate) struct WqShared {
     pub(super) system: bool,
     /// `state::*` bits. Release on set, Acquire on read (pairs with the setter).
     pub(crate) state: AtomicU32,
-    /// One per allowed CPU (per-CPU queues), one per pod (unbound) or exactly one
-    /// (ordered). Set once at creation.
+    /// One per possible CPU, by possible-CPU index (per-CPU queues), one per pod (unbound)
+    /// or exactly one (ordered). Set once at creation.
     pub(crate) pwqs: OnceLock<Vec<PoolWorkqueue>>,
     /// Unbound queues with several pods: `pod_of_cpu[idx]` is the index in `pwqs` of the pod
-    /// of the CPU at position `idx` of `online_cpus()` (0, the first pod, for CPUs outside
-    /// the cpumask). Empty otherwise.
+    /// of the possible CPU at index `idx` (0, the first pod, for CPUs outside the cpumask).
+    /// Empty otherwise.
     pub(super) pod_of_cpu: Vec<u32>,
     /// The attributes as created (see [`Workqueue::attrs`]).
     pub(super) attrs: WorkqueueAttrs,
@@ -294,8 +294,11 @@ impl Workqueue {
     }
 
     /// Queues `work` on CPU `cpu`'s pool (bound queues; unbound queues use their pool).
-    /// `Err(Error::InvalidCpu)` if `cpu` is not in [`online_cpus()`](crate::online_cpus);
-    /// nothing is queued then. Otherwise as [`queue`](Self::queue): `Ok(false)` if it was
+    /// `Err(Error::InvalidCpu)` if `cpu` is not a possible CPU of the machine
+    /// (`/sys/devices/system/cpu/possible`); nothing is queued then. A possible CPU that is
+    /// not in [`online_cpus()`](crate::online_cpus) is accepted: the item runs on that CPU's
+    /// disassociated pool, whose workers run on the online CPUs (see
+    /// [`refresh_cpus`](crate::refresh_cpus)). Otherwise as [`queue`](Self::queue): `Ok(false)` if it was
     /// already pending, is disabled, or the queue refuses it (draining or destroyed: logged,
     /// the item left not pending). [`try_queue_on`](Self::try_queue_on) reports the refusal
     /// as an error instead.
@@ -324,7 +327,7 @@ impl Workqueue {
     }
 
     /// Like [`queue_on`](Self::queue_on), with the queue's refusals as errors too:
-    /// `Err(Error::InvalidCpu)` for a CPU not in [`online_cpus()`](crate::online_cpus),
+    /// `Err(Error::InvalidCpu)` for a CPU that is not possible,
     /// `Err(Error::Draining)` or `Err(Error::Destroyed)` if the queue refuses the item (left
     /// not pending); `Ok(false)` only if it was already pending or is disabled.
     pub fn try_queue_on(&self, cpu: usize, work: &Work) -> Result<bool, Error> {
@@ -546,13 +549,15 @@ impl WqShared {
                 return &pwqs[0];
             }
             let cpu = cpu.unwrap_or_else(topology::current_cpu);
-            let pod = topology::cpus()
+            let pod = topology::possible()
                 .index_of(cpu)
                 .map_or(0, |idx| self.pod_of_cpu[idx] as usize);
             return &pwqs[pod];
         }
         let cpu = cpu.unwrap_or_else(topology::current_cpu);
-        let idx = topology::cpus().index_of(cpu).unwrap_or(cpu % pwqs.len());
+        let idx = topology::possible()
+            .index_of(cpu)
+            .unwrap_or(cpu % pwqs.len());
         &pwqs[idx]
     }
 

@@ -362,7 +362,7 @@ impl Workqueue {
     }
 
     /// Like [`queue_delayed`](Self::queue_delayed), to run on `cpu`. `Err(Error::InvalidCpu)`
-    /// for a CPU not in [`online_cpus()`](crate::online_cpus); a refusal by the queue is
+    /// for a CPU that is not possible (as [`queue_on`](Self::queue_on)); a refusal by the queue is
     /// `Ok(false)` (see [`try_queue_delayed_on`](Self::try_queue_delayed_on)).
     pub fn queue_delayed_on(
         &self,
@@ -420,7 +420,7 @@ impl Workqueue {
     }
 
     /// Like [`mod_delayed`](Self::mod_delayed), to run on `cpu`. `Err(Error::InvalidCpu)` for
-    /// a CPU not in [`online_cpus()`](crate::online_cpus); a refusal by the queue is
+    /// a CPU that is not possible (as [`queue_on`](Self::queue_on)); a refusal by the queue is
     /// `Ok(false)` (see [`try_mod_delayed_on`](Self::try_mod_delayed_on)).
     pub fn mod_delayed_on(
         &self,

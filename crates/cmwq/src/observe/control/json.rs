@@ -208,6 +208,7 @@ impl Json for PoolStats {
             nr_running,
             worklist,
             busy,
+            disassociated,
         } = self;
         json_object!(out, {
             "id": *id,
@@ -219,6 +220,7 @@ impl Json for PoolStats {
             "nr_running": *nr_running,
             "worklist": *worklist,
             "busy": busy,
+            "disassociated": *disassociated,
         });
     }
 }
