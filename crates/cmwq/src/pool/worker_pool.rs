@@ -151,6 +151,12 @@ pub(crate) struct PoolLocked {
     /// Workers that ran out of items and look for more for a few µs before going idle
     /// (`pool::worker`): while one does, a queued item needs no wake-up.
     pub(crate) nr_spinning: usize,
+    /// How well spinning before idle has paid off lately (see `worker::may_spin`): up by 2
+    /// when a spin found work, down by 1 when it did not, within 0..=`SPIN_SCORE_MAX`.
+    pub(crate) spin_score: u8,
+    /// Idle transitions without a spin since the score reached 0 (every 16th spins anyway,
+    /// to notice that it would pay again).
+    pub(crate) spin_skipped: u8,
     /// Some thread holds the manager role (is creating a worker).
     pub(crate) manager_active: bool,
     /// The pwqs mapped to this pool, by slot.
@@ -481,6 +487,9 @@ impl PoolLocked {
     }
 }
 
+/// Highest [`PoolLocked::spin_score`] (a pool starts there).
+pub(crate) const SPIN_SCORE_MAX: u8 = 16;
+
 /// Internal invariant violations seen by debug builds' checks (Relaxed: a statistic).
 static VIOLATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -557,6 +566,8 @@ impl WorkerPool {
                 nr_workers: 0,
                 nr_idle: 0,
                 nr_spinning: 0,
+                spin_score: SPIN_SCORE_MAX,
+                spin_skipped: 0,
                 manager_active: false,
                 pwqs: Vec::new(),
                 free_slots: Vec::new(),
