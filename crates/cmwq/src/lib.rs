@@ -295,6 +295,8 @@ pub use os::topology::online_cpus;
 pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
+#[doc(hidden)]
+pub use queue::apply::pwq_counts;
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::freezer::{freeze, freeze_busy, thaw};
 pub use queue::percpu::{schedule_on_each_cpu, work_on_cpu};

@@ -4,5 +4,6 @@
 //! The bottom layer: uses nothing of the crate but its error type. Everything above uses it.
 
 pub(crate) mod cpu_topology;
+pub(crate) mod published;
 pub(crate) mod sync;
 pub(crate) mod topology;

@@ -4,17 +4,18 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::os::published::Published;
 use crate::os::topology;
 use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
 use crate::pool::{self, HIGHPRI_NICE};
 use crate::queue::attrs::{unbound_pods, AffinityScope, WorkqueueAttrs};
 use crate::queue::flush::{FlushLocked, FlushState};
-use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
+use crate::queue::pwq::{PoolWorkqueue, PwqLocked, PwqTable};
 use crate::queue::workqueue::{
     registry, Workqueue, WqFlags, WqHandle, WqLocked, WqShared, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE,
 };
@@ -231,6 +232,57 @@ fn scope_for(asked: Option<AffinityScope>, max_active: usize) -> AffinityScope {
     }
 }
 
+/// The checks of an unbound queue's attributes, at creation and in `apply_attrs`: nice in
+/// -20..=19, a cpumask neither empty nor naming a CPU outside `online_cpus()`.
+pub(super) fn check_unbound_attrs(a: &WorkqueueAttrs) -> Result<(), Error> {
+    if !(-20..=19).contains(&a.nice) {
+        return Err(Error::InvalidAttrs {
+            reason: format!("nice {} is outside -20..=19", a.nice),
+        });
+    }
+    if a.cpumask.is_empty() {
+        return Err(Error::InvalidAttrs {
+            reason: "empty cpumask".into(),
+        });
+    }
+    let online = &topology::cpus().list;
+    if let Some(&cpu) = a.cpumask.iter().find(|c| !online.contains(c)) {
+        return Err(Error::InvalidCpu { cpu });
+    }
+    Ok(())
+}
+
+/// Links one new pwq of `wq` per pool, taking a slot in each (`max_active` and `work_color`
+/// are the new pwqs' limit and color); `None`, with every slot taken given back, if a pool
+/// has no free slot. The caller owns the pools' references.
+pub(super) fn link_pwqs(
+    wq: &Arc<WqShared>,
+    pools: &[Arc<pool::WorkerPool>],
+    max_active: usize,
+    work_color: u8,
+    plugged: bool,
+) -> Option<Vec<PoolWorkqueue>> {
+    let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
+    for pool in pools {
+        let mut p = PwqLocked::new(wq.clone(), max_active, work_color);
+        p.plugged = plugged;
+        match pool.add_pwq(p) {
+            Some(slot) => pwqs.push(PoolWorkqueue {
+                pool: pool.clone(),
+                slot,
+            }),
+            None => {
+                for pwq in &pwqs {
+                    let taken = pwq.pool.locked.lock().take_pwq(pwq.slot);
+                    drop(taken);
+                }
+                return None;
+            }
+        }
+    }
+    Some(pwqs)
+}
+
 pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     if b.name.is_empty() {
@@ -276,28 +328,17 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
         } else {
             0
         });
-        if !(-20..=19).contains(&nice) {
-            return Err(Error::InvalidAttrs {
-                reason: format!("nice {nice} is outside -20..=19"),
-            });
-        }
-        let online = &topology::cpus().list;
-        let cpumask = b.cpumask.clone().unwrap_or_else(|| online.clone());
-        if cpumask.is_empty() {
-            return Err(Error::InvalidAttrs {
-                reason: "empty cpumask".into(),
-            });
-        }
-        if let Some(&cpu) = cpumask.iter().find(|c| !online.contains(c)) {
-            return Err(Error::InvalidCpu { cpu });
-        }
-        Some(
-            WorkqueueAttrs::new()
-                .with_nice(nice)
-                .with_cpumask(cpumask)
-                .with_affinity_scope(scope_for(b.affinity_scope, max_active))
-                .with_affinity_strict(b.affinity_strict.unwrap_or(false)),
-        )
+        let cpumask = b
+            .cpumask
+            .clone()
+            .unwrap_or_else(|| topology::cpus().list.clone());
+        let attrs = WorkqueueAttrs::new()
+            .with_nice(nice)
+            .with_cpumask(cpumask)
+            .with_affinity_scope(scope_for(b.affinity_scope, max_active))
+            .with_affinity_strict(b.affinity_strict.unwrap_or(false));
+        check_unbound_attrs(&attrs)?;
+        Some(attrs)
     } else {
         None
     };
@@ -323,9 +364,13 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
         ordered: b.ordered,
         system,
         state: AtomicU32::new(0),
-        pwqs: OnceLock::new(),
-        pod_of_cpu,
-        attrs,
+        // Empty until the pwqs are linked below; nobody can queue on the queue before.
+        table: Published::new(PwqTable {
+            pwqs: Vec::new(),
+            pod_of_cpu: Vec::new(),
+            attrs: attrs.clone(),
+        }),
+        linked: Mutex::new(Vec::new()),
         mutex: Mutex::new(WqLocked {
             flush: FlushLocked::default(),
             nr_drainers: 0,
@@ -343,30 +388,23 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
             .collect()
     };
-    let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
-    for pool in &pools {
-        match pool.add_pwq(PwqLocked::new(shared.clone(), max_active, 0)) {
-            Some(slot) => pwqs.push(PoolWorkqueue {
-                pool: pool.clone(),
-                slot,
-            }),
-            None => {
-                // Give back what was taken: the slots added so far, the unbound pools.
-                for pwq in &pwqs {
-                    pwq.pool.locked.lock().release_pwq(pwq.slot);
-                }
-                for pool in &pools {
-                    if pool.is_unbound() {
-                        pool::put_unbound_pool(pool);
-                    }
-                }
-                return Err(Error::TooManyWorkqueues {
-                    max: data::MAX_SLOT + 1,
-                });
+    let Some(pwqs) = link_pwqs(&shared, &pools, max_active, 0, false) else {
+        // Give back what was taken: the unbound pools (`link_pwqs` gave the slots back).
+        for pool in &pools {
+            if pool.is_unbound() {
+                pool::put_unbound_pool(pool);
             }
         }
-    }
-    let _ = shared.pwqs.set(pwqs);
+        return Err(Error::TooManyWorkqueues {
+            max: data::MAX_SLOT + 1,
+        });
+    };
+    *shared.linked.lock() = pwqs.clone();
+    shared.table.publish(PwqTable {
+        pwqs,
+        pod_of_cpu,
+        attrs,
+    });
     registry().lock().push(Arc::downgrade(&shared));
     crate::queue::freezer::adjust_new(&shared);
     if flags.contains(WqFlags::MEM_RECLAIM) {

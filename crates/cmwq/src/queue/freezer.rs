@@ -44,26 +44,38 @@ static FREEZER: Mutex<()> = Mutex::new(());
 static FREEZING: AtomicBool = AtomicBool::new(false);
 
 impl PwqLocked {
-    /// Whether the freezer holds this pwq: its effective limit is 0, which happens only while
-    /// frozen (a configured `max_active` of 0 means 1024).
+    /// Whether the freezer holds this pwq: its effective limit is 0 and it is not plugged
+    /// (an ordered queue's pwq waiting for older ones, see `apply_attrs`), which happens only
+    /// while frozen (a configured `max_active` of 0 means 1024).
     pub(crate) fn is_frozen(&self) -> bool {
-        self.max_active == 0
+        self.max_active == 0 && !self.plugged
     }
 }
 
-/// Sets every pwq of `wq` to its effective limit (the kernel's `wq_adjust_max_active`): 0
-/// for a `FREEZABLE` queue while frozen, else the configured `max_active`; activates what the
-/// new limit lets go. The caller holds the workqueue mutex (`l` is its guarded state).
-pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
+/// The effective `max_active` of a pwq of `wq` (the one place that computes it, for the
+/// pwqs linked at creation and by `apply_attrs`, and for every adjustment): 0 while `plugged`
+/// or, for a `FREEZABLE` queue, while frozen; else the configured `max_active`. The caller
+/// holds the workqueue mutex (`l` is its guarded state).
+pub(crate) fn pwq_max_active(wq: &WqShared, l: &WqLocked, plugged: bool) -> usize {
     let frozen = wq.flags.contains(WqFlags::FREEZABLE) && FREEZING.load(Ordering::Relaxed);
-    let effective = if frozen { 0 } else { l.max_active };
+    if frozen || plugged {
+        0
+    } else {
+        l.max_active
+    }
+}
+
+/// Sets every linked pwq of `wq` to its effective limit (the kernel's
+/// `wq_adjust_max_active`, see [`pwq_max_active`]); activates what the new limit lets go. The
+/// caller holds the workqueue mutex (`l` is its guarded state).
+pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
     for pwq in wq.pwqs() {
         let mut g = pwq.pool.locked.lock();
         // A slot a destroy racing with us has released (and maybe reused) is skipped.
         let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
             continue;
         };
-        p.max_active = effective;
+        p.max_active = pwq_max_active(wq, l, p.plugged);
         // Items held since before the pool's first item ever ran: the pool may have no worker
         // yet (queueing an inactive item never makes one). Made with the pool lock dropped.
         let kick = g.activate_inactive(pwq.slot);
