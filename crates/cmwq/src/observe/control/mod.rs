@@ -116,6 +116,7 @@
 
 pub(crate) mod client;
 pub(crate) mod json;
+pub(crate) mod knobs;
 pub(crate) mod path;
 pub(crate) mod protocol;
 pub(crate) mod server;
