@@ -413,3 +413,25 @@ fn a_frozen_freezable_queue_gets_frozen_new_pwqs() {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     });
 }
+
+#[test]
+fn statistics_keep_the_counts_of_released_pwqs() {
+    let wq = unbound("apply-stats");
+    let (items, _runs) = counted(25);
+    for item in &items {
+        assert!(wq.queue(item));
+    }
+    flush(&wq);
+    let linked = cmwq::pwq_counts(&wq).1;
+    wq.apply_attrs(&WorkqueueAttrs::new().with_affinity_scope(AffinityScope::System))
+        .expect("apply_attrs");
+    // The old pwqs were idle: released by the call itself, the new one (one pod) is linked.
+    assert_eq!(cmwq::pwq_counts(&wq).1, 1, "{linked} old pwqs released");
+    let s = wq.stats();
+    assert_eq!((s.total, s.completed, s.in_flight), (25, 25, 0));
+    for item in &items {
+        assert!(wq.queue(item));
+    }
+    flush(&wq);
+    assert_eq!(wq.stats().total, 50);
+}

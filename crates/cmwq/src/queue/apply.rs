@@ -142,6 +142,7 @@ impl Released {
 fn take_replaced(g: &mut PoolLocked, slot: u32) -> Option<Released> {
     let me: *const PoolLocked = g;
     let pwq = g.take_pwq(slot)?;
+    pwq.wq.retired.lock().add(&pwq);
     let link = {
         let mut linked = pwq.wq.linked.lock();
         let at = linked

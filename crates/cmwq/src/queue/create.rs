@@ -371,6 +371,7 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             attrs: attrs.clone(),
         }),
         linked: Mutex::new(Vec::new()),
+        retired: Mutex::new(Default::default()),
         mutex: Mutex::new(WqLocked {
             flush: FlushLocked::default(),
             nr_drainers: 0,

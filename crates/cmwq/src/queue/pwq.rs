@@ -37,6 +37,37 @@ pub(crate) struct PwqTable {
     pub(crate) attrs: WorkqueueAttrs,
 }
 
+/// The report counters of a queue's released pwqs (`apply_attrs` replaced them), kept so that
+/// the queue's statistics do not go back when a pwq goes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RetiredCounters {
+    /// Pwqs released so far: tells a reader whether a release happened while it walked.
+    pub(crate) nr_released: u64,
+    pub(crate) nr_started: u64,
+    pub(crate) nr_completed: u64,
+    pub(crate) nr_cpu_intensive: u64,
+    pub(crate) nr_cm_wakeup: u64,
+    pub(crate) nr_mayday: u64,
+    pub(crate) nr_rescued: u64,
+    pub(crate) nr_repatriated: u64,
+    pub(crate) cpu_time: std::time::Duration,
+}
+
+impl RetiredCounters {
+    /// Adds the counters of `p`, which is being released.
+    pub(crate) fn add(&mut self, p: &PwqLocked) {
+        self.nr_released += 1;
+        self.nr_started += p.nr_started;
+        self.nr_completed += p.nr_completed;
+        self.nr_cpu_intensive += p.nr_cpu_intensive;
+        self.nr_cm_wakeup += p.nr_cm_wakeup;
+        self.nr_mayday += p.nr_mayday;
+        self.nr_rescued += p.nr_rescued;
+        self.nr_repatriated += p.nr_repatriated;
+        self.cpu_time += p.cpu_time;
+    }
+}
+
 /// A pwq's state, guarded by its pool's lock.
 pub(crate) struct PwqLocked {
     pub(crate) wq: Arc<WqShared>,

@@ -18,7 +18,7 @@ use crate::queue::attrs::WorkqueueAttrs;
 pub use crate::queue::create::WorkqueueBuilder;
 use crate::queue::create::{create, effective_max_active};
 use crate::queue::flush::{FlushLocked, FlushState};
-use crate::queue::pwq::{PoolWorkqueue, PwqTable};
+use crate::queue::pwq::{PoolWorkqueue, PwqTable, RetiredCounters};
 use crate::work::data;
 use crate::{Error, Work};
 
@@ -106,6 +106,9 @@ pub(crate) struct WqShared {
     /// `apply_attrs` (under the wq mutex), removed by the release of an idle replaced pwq
     /// (under its pool lock) and by destroy.
     pub(crate) linked: Mutex<Vec<PoolWorkqueue>>,
+    /// The counters of released replaced pwqs, for the reports (a leaf lock, taken under the
+    /// released pwq's pool lock).
+    pub(crate) retired: Mutex<RetiredCounters>,
     /// The wq mutex. Lock order: wq mutex → pool lock → flush-done lock.
     pub(crate) mutex: Mutex<WqLocked>,
     pub(crate) flush_state: FlushState,
