@@ -435,3 +435,35 @@ fn statistics_keep_the_counts_of_released_pwqs() {
     flush(&wq);
     assert_eq!(wq.stats().total, 50);
 }
+
+#[test]
+fn a_flush_after_apply_waits_for_items_of_the_new_pwq_whatever_the_flush_color() {
+    let wq = unbound("apply-color");
+    // Flushes with items in flight advance the queue's flush color: the new pwq must start
+    // with the color in force, or a flush would not see its items.
+    for _ in 0..3 {
+        let (item, _) = common::counting_item();
+        assert!(wq.queue(&item));
+        flush(&wq);
+    }
+    wq.apply_attrs(&WorkqueueAttrs::new().with_nice(6))
+        .expect("apply_attrs");
+    let blocker = Blocker::new();
+    assert!(wq.queue(&blocker.item));
+    blocker.started.wait();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flusher = {
+        let wq = wq.clone();
+        common::spawn(move || {
+            tx.send(current_tid()).unwrap();
+            wq.flush();
+        })
+    };
+    wait_thread_blocked("the flusher waits", rx.recv().unwrap());
+    assert!(
+        !flusher.is_finished(),
+        "the flush waits for the new pwq's item"
+    );
+    drop(blocker);
+    common::join("flusher", flusher);
+}
