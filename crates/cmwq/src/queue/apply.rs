@@ -105,6 +105,17 @@ pub(crate) fn apply_attrs(wq: &Arc<WqShared>, attrs: &WorkqueueAttrs) -> Result<
     });
     let mut released = Vec::new();
     for pwq in &old {
+        // An old pwq released since `old` was read may have left its slot to one of the new
+        // pwqs (same pool, same queue): that slot is not an old pwq any more.
+        let reused = wq
+            .table
+            .get()
+            .pwqs
+            .iter()
+            .any(|n| n.slot == pwq.slot && Arc::ptr_eq(&n.pool, &pwq.pool));
+        if reused {
+            continue;
+        }
         let mut g = pwq.pool.locked.lock();
         let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
             continue;

@@ -569,6 +569,7 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
             drop(g);
             if !refused && wq.is_unbound() && st & state::DESTROYING == 0 {
                 // A replaced pwq, released since it was read: the table has changed.
+                std::hint::spin_loop();
                 continue;
             }
             work.data().release_pending();
