@@ -214,7 +214,8 @@ impl Workqueue {
         self.handle.shared.max_active.load(Ordering::Relaxed)
     }
 
-    /// The queue's attributes: for an unbound queue what the builder set (or the defaults:
+    /// The queue's attributes in force: for an unbound queue those of the last
+    /// [`apply_attrs`](Self::apply_attrs), else what the builder set (or the defaults:
     /// nice 0, or -20 with [`WqFlags::HIGHPRI`], every CPU, [`AffinityScope::Default`](crate::AffinityScope::Default),
     /// non-strict). A per-CPU queue reports its pools': their nice value, every CPU,
     /// [`AffinityScope::Cpu`](crate::AffinityScope::Cpu) and strict (each CPU is a pod of its own, its workers pinned).
