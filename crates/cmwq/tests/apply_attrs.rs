@@ -467,3 +467,29 @@ fn a_flush_after_apply_waits_for_items_of_the_new_pwq_whatever_the_flush_color()
     drop(blocker);
     common::join("flusher", flusher);
 }
+
+#[test]
+fn drain_covers_a_chain_that_hops_from_old_pwqs_to_new_ones() {
+    let wq = unbound("apply-drain");
+    let steps = Arc::new(AtomicUsize::new(0));
+    let chain = {
+        let (steps, wq) = (steps.clone(), wq.clone());
+        Work::new(move |me| {
+            if steps.fetch_add(1, Ordering::SeqCst) + 1 < 200 {
+                wq.queue(me);
+            }
+        })
+    };
+    assert!(wq.queue(&chain));
+    for v in variants().iter().cycle().take(20) {
+        wq.apply_attrs(v).expect("apply_attrs");
+    }
+    let drained = wq.clone();
+    common::with_deadline("drain", move || drained.drain());
+    assert_eq!(
+        steps.load(Ordering::SeqCst),
+        200,
+        "drain waited for the whole chain"
+    );
+    assert!(!chain.is_pending());
+}
