@@ -85,7 +85,8 @@ fn cpu_hog(_: &Work) {
 }
 
 /// `demo_sysfs` (SYSFS, max_active 2): bursts wait on the inactive list; `cmwq ctl --pid PID
-/// demo_sysfs max_active N` changes how many run at once.
+/// demo_sysfs max_active N` changes how many run at once, `cmwq ctl --pid PID demo_sysfs`
+/// shows its attributes.
 fn throttled(_: &Work) {
     cmwq::blocking(|| std::thread::sleep(Duration::from_millis(20)));
 }
@@ -225,7 +226,9 @@ pub fn serve(seconds: Option<u64>) -> bool {
     );
     println!("  workqueues: {}", QUEUES.join(", "));
     println!("  try: cmwq stats --pid {pid}    cmwq top --pid {pid}");
-    println!("       cmwq ctl --pid {pid} demo_sysfs max_active 4");
+    println!(
+        "       cmwq ctl --pid {pid} demo_sysfs max_active 4    cmwq ctl --pid {pid} demo_sysfs"
+    );
     match seconds {
         Some(s) => println!("  stops after {s} s"),
         None => println!("  runs until interrupted (Ctrl-C)"),

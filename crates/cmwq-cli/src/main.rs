@@ -67,19 +67,23 @@ enum Command {
         #[arg(long)]
         pid: u32,
     },
-    /// Set an attribute of a WqFlags::SYSFS workqueue of a process (the kernel's sysfs knob):
-    /// `cmwq ctl --pid PID WORKQUEUE max_active N`.
+    /// Show or set the attributes of a WqFlags::SYSFS workqueue of a process (the files of
+    /// the kernel's /sys/devices/virtual/workqueue/WORKQUEUE/): `cmwq ctl --pid PID
+    /// WORKQUEUE` shows them all, `cmwq ctl --pid PID WORKQUEUE nice -5` sets one.
     Ctl {
         /// The process.
         #[arg(long)]
         pid: u32,
         /// The workqueue's name.
         workqueue: String,
-        /// The attribute: max_active.
-        #[arg(value_parser = ["max_active"])]
-        attribute: String,
-        /// The new value (1..=2048).
-        value: usize,
+        /// The attribute to set: max_active, or for unbound queues nice, cpumask,
+        /// affinity_scope, affinity_strict (none: show every attribute).
+        #[arg(value_parser = ["max_active", "nice", "cpumask", "affinity_scope", "affinity_strict"], requires = "value")]
+        attribute: Option<String>,
+        /// The new value: max_active 1..=2048, nice -20..=19, cpumask a CPU list (0-3,6),
+        /// affinity_scope default|cpu|smt|cache|numa|system, affinity_strict 0|1.
+        #[arg(allow_hyphen_values = true)]
+        value: Option<String>,
     },
     /// A live view of a process's workqueues and pools, refreshed every second (q quits, s
     /// changes the sort column, r reverses it). Without --pid, of the demo workload run here.
@@ -88,6 +92,11 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+}
+
+/// A JSON value as the sysfs file would show it: strings without their quotes.
+fn shown(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
 fn main() {
@@ -167,13 +176,24 @@ fn tool(command: Command) -> Result<(), String> {
             workqueue,
             attribute,
             value,
-        } => {
-            let v = Source::remote(pid)?.value(&format!("set {workqueue} {attribute} {value}"))?;
-            println!(
-                "{workqueue}: {attribute} = {}",
-                v.get(&attribute).unwrap_or(&v)
-            );
-        }
+        } => match (attribute, value) {
+            (Some(attribute), Some(value)) => {
+                let v =
+                    Source::remote(pid)?.value(&format!("set {workqueue} {attribute} {value}"))?;
+                println!(
+                    "{workqueue}: {attribute} = {}",
+                    shown(v.get(&attribute).unwrap_or(&v))
+                );
+            }
+            _ => {
+                let v = Source::remote(pid)?.value(&format!("get {workqueue}"))?;
+                if let Some(fields) = v.as_object() {
+                    for (k, val) in fields.iter().filter(|(k, _)| *k != "workqueue") {
+                        println!("{k:<16} {}", shown(val));
+                    }
+                }
+            }
+        },
         Command::Top { pid } => top::run(pid)?,
     }
     Ok(())

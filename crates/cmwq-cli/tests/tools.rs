@@ -190,8 +190,39 @@ fn list_stats_dump_prometheus_and_ctl() {
         &["ctl", "--pid", &pid, "demo_sysfs", "max_active", "0"],
     );
     assert_eq!(zero.status.code(), Some(1), "{zero:?}");
-    let attr = cmwq(&rt, &["ctl", "--pid", &pid, "demo_sysfs", "nice", "3"]);
-    assert!(!attr.status.success(), "{attr:?}");
+    // The attributes of the SYSFS unbound queue: shown all at once, set one at a time.
+    let nice = ok(&rt, &["ctl", "--pid", &pid, "demo_sysfs", "nice", "-5"]);
+    assert_eq!(nice.trim(), "demo_sysfs: nice = -5");
+    let strict = ok(
+        &rt,
+        &["ctl", "--pid", &pid, "demo_sysfs", "affinity_strict", "1"],
+    );
+    assert_eq!(strict.trim(), "demo_sysfs: affinity_strict = 1");
+    let shown = ok(&rt, &["ctl", "--pid", &pid, "demo_sysfs"]);
+    for line in [
+        "affinity_strict  1",
+        "max_active       6",
+        "nice             -5",
+        "per_cpu          0",
+    ] {
+        assert!(shown.lines().any(|l| l == line), "{line:?} in\n{shown}");
+    }
+    assert!(
+        shown.contains("cpumask") && shown.contains("affinity_scope"),
+        "{shown}"
+    );
+    for bad in [
+        &["demo_sysfs", "nice", "30"][..],
+        &["demo_sysfs", "affinity_scope", "llc"],
+        &["demo_sysfs", "cpumask", "x"],
+        &["demo_events", "nice", "1"],
+        &["demo_events"],
+    ] {
+        let mut args = vec!["ctl", "--pid", &pid];
+        args.extend_from_slice(bad);
+        let out = cmwq(&rt, &args);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {out:?}");
+    }
     let after = json_stats(&rt, server.pid);
     assert_eq!(named(&after, "demo_sysfs")["max_active"], 6);
     assert_eq!(named(&after, "demo_events")["max_active"], 1024);

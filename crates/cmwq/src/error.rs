@@ -93,6 +93,13 @@ pub enum Error {
         /// The workqueue's name.
         workqueue: String,
     },
+    /// The operation needs an unbound workqueue and this one is per-CPU: its attributes are
+    /// its CPUs' pools' ([`Workqueue::apply_attrs`](crate::Workqueue::apply_attrs); the
+    /// kernel's `-EINVAL`).
+    NotUnbound {
+        /// The workqueue's name.
+        workqueue: String,
+    },
     /// The control endpoint ([`control`](crate::control)) could not be started, reached or
     /// understood: a socket directory that is not private, a live endpoint already bound,
     /// an I/O failure, or an error reply.
@@ -153,6 +160,10 @@ impl fmt::Display for Error {
             Error::Frozen { workqueue } => write!(
                 f,
                 "workqueue {workqueue:?} is frozen: the items it holds run only after thaw()"
+            ),
+            Error::NotUnbound { workqueue } => write!(
+                f,
+                "workqueue {workqueue:?} is per-CPU: only unbound workqueues have attributes to change"
             ),
             Error::Control { reason } => write!(f, "control endpoint: {reason}"),
         }
@@ -229,6 +240,10 @@ mod tests {
             (
                 Error::Frozen { workqueue: wq() },
                 "workqueue \"q\" is frozen: the items it holds run only after thaw()",
+            ),
+            (
+                Error::NotUnbound { workqueue: wq() },
+                "workqueue \"q\" is per-CPU: only unbound workqueues have attributes to change",
             ),
             (Error::Control { reason: "r".into() }, "control endpoint: r"),
         ];

@@ -302,6 +302,8 @@ pub use pool::invariant_violations;
 pub use pool::panic::{set_panic_hook, WorkPanic};
 pub use pool::refresh_cpus;
 pub use pool::worker::{current_work, current_worker, set_worker_desc, WorkerInfo};
+#[doc(hidden)]
+pub use queue::apply::pwq_counts;
 pub use queue::attrs::{AffinityScope, WorkqueueAttrs};
 pub use queue::freezer::{freeze, freeze_busy, thaw};
 pub use queue::node_active::WQ_DFL_MIN_ACTIVE;

@@ -515,7 +515,9 @@ fn bad_requests_get_error_replies_and_change_nothing() {
         b"set ctl_sysfs max_active -3\n",
         b"set ctl_sysfs max_active 2049\n",
         b"set ctl_sysfs max_active 99999999999999999999999\n",
-        b"set ctl_sysfs nice -20\n",
+        b"set ctl_sysfs nice -21\n",
+        b"set ctl_sysfs cpumask 0-\n",
+        b"set ctl_sysfs affinity_scope llc\n",
         b"set ctl_sysfs max_active 7 8\n",
     ];
     for req in malformed {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::pool::{self, WorkerPool};
+use crate::queue::pwq::RetiredCounters;
 use crate::queue::workqueue::{WqFlags, WqShared};
 use crate::Workqueue;
 
@@ -47,8 +48,32 @@ pub struct WqStats {
 }
 
 pub(crate) fn wq_stats(wq: &WqShared) -> WqStats {
+    // A pwq released while the walk runs moves its counters from the walk's reach to
+    // `retired`: walk again until no release happened meanwhile (a few tries; a release is
+    // rare), so that nothing is counted twice or missed.
+    let mut tries = 0;
+    loop {
+        let before = *wq.retired.lock();
+        let s = walk_stats(wq, &before);
+        let after = wq.retired.lock().nr_released;
+        tries += 1;
+        if after == before.nr_released || tries == 8 {
+            return s;
+        }
+    }
+}
+
+fn walk_stats(wq: &WqShared, r: &RetiredCounters) -> WqStats {
     let mut s = WqStats {
         max_active: wq.max_active(),
+        total: r.nr_started,
+        completed: r.nr_completed,
+        cpu_time: r.cpu_time,
+        cpu_intensive: r.nr_cpu_intensive,
+        cm_wakeups: r.nr_cm_wakeup,
+        mayday: r.nr_mayday,
+        rescued: r.nr_rescued,
+        repatriated: r.nr_repatriated,
         ..WqStats::default()
     };
     for pwq in wq.pwqs() {
@@ -60,7 +85,7 @@ pub(crate) fn wq_stats(wq: &WqShared) -> WqStats {
             .filter(|w| w.current.is_some_and(|(_, slot)| slot == pwq.slot))
             .count();
         let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
-            continue; // released by destroy
+            continue; // released (by destroy, or idle and replaced)
         };
         s.total += p.nr_started;
         s.completed += p.nr_completed;

@@ -5,5 +5,6 @@
 
 pub(crate) mod cpu_topology;
 pub(crate) mod cpuset;
+pub(crate) mod published;
 pub(crate) mod sync;
 pub(crate) mod topology;

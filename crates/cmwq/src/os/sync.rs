@@ -120,7 +120,8 @@ impl Completion {
     }
 }
 
-/// Atomics used by the data word (swapped for loom's in `tests/loom_work_data.rs`).
+/// Atomics used by the data word and by [`Published`](crate::os::published::Published)
+/// (swapped for loom's in `tests/loom_work_data.rs` and `tests/loom_published.rs`).
 pub(crate) mod atomic {
-    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 }

@@ -4,10 +4,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::os::published::Published;
 use crate::os::topology;
 use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
@@ -15,7 +16,7 @@ use crate::pool::{self, HIGHPRI_NICE};
 use crate::queue::attrs::{unbound_pods, AffinityScope, WorkqueueAttrs};
 use crate::queue::flush::{FlushLocked, FlushState};
 use crate::queue::node_active::{self, WQ_DFL_MIN_ACTIVE};
-use crate::queue::pwq::{PoolWorkqueue, PwqLocked};
+use crate::queue::pwq::{PoolWorkqueue, PwqLocked, PwqTable};
 use crate::queue::workqueue::{
     registry, Workqueue, WqFlags, WqHandle, WqLocked, WqShared, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE,
 };
@@ -218,6 +219,63 @@ pub(super) fn effective_max_active(max_active: usize) -> Result<usize, Error> {
     }
 }
 
+/// The checks of an unbound queue's attributes, at creation and in `apply_attrs`: nice in
+/// -20..=19, a cpumask neither empty nor naming a CPU outside `online_cpus()`.
+pub(super) fn check_unbound_attrs(a: &WorkqueueAttrs) -> Result<(), Error> {
+    if !(-20..=19).contains(&a.nice) {
+        return Err(Error::InvalidAttrs {
+            reason: format!("nice {} is outside -20..=19", a.nice),
+        });
+    }
+    if a.cpumask.is_empty() {
+        return Err(Error::InvalidAttrs {
+            reason: "empty cpumask".into(),
+        });
+    }
+    let online = topology::online_cpus();
+    if let Some(&cpu) = a.cpumask.iter().find(|c| !online.contains(c)) {
+        return Err(Error::InvalidCpu { cpu });
+    }
+    Ok(())
+}
+
+/// Links one new pwq of `wq` per pool, taking a slot in each, with `work_color` and, for
+/// pool `i`, the node counter `nodes[i]` (node index, whether it is shared; per-CPU queues
+/// pass none: `node_active::NO_NODE`). The new pwqs' limit is 0 until the caller's
+/// `wq_adjust_max_active` sets it. `None`, with every slot taken given back, if a pool has
+/// no free slot. The caller owns the pools' references.
+pub(super) fn link_pwqs(
+    wq: &Arc<WqShared>,
+    pools: &[Arc<pool::WorkerPool>],
+    nodes: &[(u32, bool)],
+    work_color: u8,
+    plugged: bool,
+) -> Option<Vec<PoolWorkqueue>> {
+    let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
+    for (i, pool) in pools.iter().enumerate() {
+        let (node, shared_node) = nodes
+            .get(i)
+            .copied()
+            .unwrap_or((node_active::NO_NODE, false));
+        let mut p = PwqLocked::new(wq.clone(), 0, work_color, node, shared_node);
+        p.plugged = plugged;
+        match pool.add_pwq(p) {
+            Some(slot) => pwqs.push(PoolWorkqueue {
+                pool: pool.clone(),
+                slot,
+            }),
+            None => {
+                for pwq in &pwqs {
+                    let taken = pwq.pool.locked.lock().take_pwq(pwq.slot);
+                    drop(taken);
+                }
+                return None;
+            }
+        }
+    }
+    Some(pwqs)
+}
+
 pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Error> {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     if b.name.is_empty() {
@@ -263,28 +321,14 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
         } else {
             0
         });
-        if !(-20..=19).contains(&nice) {
-            return Err(Error::InvalidAttrs {
-                reason: format!("nice {nice} is outside -20..=19"),
-            });
-        }
-        let online = topology::online_cpus();
-        let cpumask = b.cpumask.clone().unwrap_or_else(|| online.clone());
-        if cpumask.is_empty() {
-            return Err(Error::InvalidAttrs {
-                reason: "empty cpumask".into(),
-            });
-        }
-        if let Some(&cpu) = cpumask.iter().find(|c| !online.contains(c)) {
-            return Err(Error::InvalidCpu { cpu });
-        }
-        Some(
-            WorkqueueAttrs::new()
-                .with_nice(nice)
-                .with_cpumask(cpumask)
-                .with_affinity_scope(b.affinity_scope.unwrap_or_default())
-                .with_affinity_strict(b.affinity_strict.unwrap_or(false)),
-        )
+        let cpumask = b.cpumask.clone().unwrap_or_else(topology::online_cpus);
+        let attrs = WorkqueueAttrs::new()
+            .with_nice(nice)
+            .with_cpumask(cpumask)
+            .with_affinity_scope(b.affinity_scope.unwrap_or_default())
+            .with_affinity_strict(b.affinity_strict.unwrap_or(false));
+        check_unbound_attrs(&attrs)?;
+        Some(attrs)
     } else {
         None
     };
@@ -326,9 +370,14 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
         ordered: b.ordered,
         system,
         state: AtomicU32::new(0),
-        pwqs: OnceLock::new(),
-        pod_of_cpu,
-        attrs,
+        // Empty until the pwqs are linked below; nobody can queue on the queue before.
+        table: Published::new(PwqTable {
+            pwqs: Vec::new(),
+            pod_of_cpu: Vec::new(),
+            attrs: attrs.clone(),
+        }),
+        linked: Mutex::new(Vec::new()),
+        retired: Mutex::new(Default::default()),
         mutex: Mutex::new(WqLocked {
             flush: FlushLocked::default(),
             nr_drainers: 0,
@@ -351,35 +400,29 @@ pub(super) fn create(b: WorkqueueBuilder, system: bool) -> Result<Workqueue, Err
             .map(|idx| pool::per_cpu_pool(idx, flags.contains(WqFlags::HIGHPRI)))
             .collect()
     };
-    let mut pwqs: Vec<PoolWorkqueue> = Vec::with_capacity(pools.len());
-    // Each pwq's limit is set below, by `wq_adjust_max_active`, before any item can be queued.
-    for (i, pool) in pools.iter().enumerate() {
-        let (node, shared_node) = match pod_node.get(i) {
-            Some(&node) => (node, pod_shared[i]),
-            None => (node_active::NO_NODE, false),
-        };
-        match pool.add_pwq(PwqLocked::new(shared.clone(), 0, 0, node, shared_node)) {
-            Some(slot) => pwqs.push(PoolWorkqueue {
-                pool: pool.clone(),
-                slot,
-            }),
-            None => {
-                // Give back what was taken: the slots added so far, the unbound pools.
-                for pwq in &pwqs {
-                    pwq.pool.locked.lock().release_pwq(pwq.slot);
-                }
-                for pool in &pools {
-                    if pool.is_unbound() {
-                        pool::put_unbound_pool(pool);
-                    }
-                }
-                return Err(Error::TooManyWorkqueues {
-                    max: data::MAX_SLOT + 1,
-                });
+    let nodes: Vec<(u32, bool)> = pod_node
+        .iter()
+        .copied()
+        .zip(pod_shared.iter().copied())
+        .collect();
+    let Some(pwqs) = link_pwqs(&shared, &pools, &nodes, 0, false) else {
+        // Give back what was taken: the unbound pools (`link_pwqs` gave the slots back).
+        for pool in &pools {
+            if pool.is_unbound() {
+                pool::put_unbound_pool(pool);
             }
         }
-    }
-    let _ = shared.pwqs.set(pwqs);
+        return Err(Error::TooManyWorkqueues {
+            max: data::MAX_SLOT + 1,
+        });
+    };
+    *shared.linked.lock() = pwqs.clone();
+    shared.table.publish(PwqTable {
+        pwqs,
+        pod_of_cpu,
+        attrs,
+    });
+    // Each pwq's limit is set here, before any item can be queued.
     crate::queue::freezer::wq_adjust_max_active(&shared, &shared.mutex.lock());
     registry().lock().push(Arc::downgrade(&shared));
     crate::queue::freezer::adjust_new(&shared);

@@ -237,6 +237,14 @@ impl FlushState {
     }
 }
 
+impl FlushLocked {
+    /// The color stamped on new items: a pwq linked now starts with it (the kernel's
+    /// `link_pwq`), so that flushes in progress wait only for what was queued before them.
+    pub(crate) fn work_color(&self) -> u8 {
+        self.work_color
+    }
+}
+
 fn set_first_flusher(wq: &WqShared, f: &mut FlushLocked, c: Option<Arc<Completion>>) {
     *wq.flush_state.first_flusher_done.lock() = c.clone();
     f.first_flusher = c;

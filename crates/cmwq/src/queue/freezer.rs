@@ -45,16 +45,31 @@ static FREEZER: Mutex<()> = Mutex::new(());
 static FREEZING: AtomicBool = AtomicBool::new(false);
 
 impl PwqLocked {
-    /// Whether the freezer holds this pwq: its effective limit is 0, which happens only while
-    /// frozen (a configured `max_active` of 0 means 1024).
+    /// Whether the freezer holds this pwq: its effective limit is 0 and it is not plugged
+    /// (an ordered queue's pwq waiting for older ones, see `apply_attrs`), which happens only
+    /// while frozen (a configured `max_active` of 0 means 1024).
     pub(crate) fn is_frozen(&self) -> bool {
-        self.max_active == 0
+        self.max_active == 0 && !self.plugged
     }
 }
 
-/// Sets every pwq of `wq` to its effective limit (the kernel's `wq_adjust_max_active`): 0
-/// for a `FREEZABLE` queue while frozen, else its share of the configured `max_active`
-/// (`node_active::effective_limit`: `max_active` itself for a per-CPU queue); activates what
+/// The effective `max_active` of a pwq of `wq` on `node` (the one place that computes it,
+/// for every adjustment and for an ordered queue's unplugged pwq): 0 while `plugged` (an
+/// ordered queue's pwq waiting for older ones, see `apply_attrs`) or, for a `FREEZABLE`
+/// queue, while frozen; else its share of the configured `max_active`
+/// (`node_active::effective_limit`: `max_active` itself for a per-CPU queue). The caller
+/// holds the workqueue mutex (`l` is its guarded state).
+pub(crate) fn pwq_max_active(wq: &WqShared, l: &WqLocked, node: u32, plugged: bool) -> usize {
+    let frozen = wq.flags.contains(WqFlags::FREEZABLE) && FREEZING.load(Ordering::Relaxed);
+    if plugged {
+        0
+    } else {
+        node_active::pwq_limit(wq, l, node, frozen)
+    }
+}
+
+/// Sets every linked pwq of `wq` (old and new ones across `apply_attrs`) to its effective
+/// limit ([`pwq_max_active`], the kernel's `wq_adjust_max_active`); activates what
 /// the new limits let go, in passes over the pwqs until one activates nothing (a pwq on a
 /// shared node activates one item per pass, so the node's slots are shared in turn). The
 /// caller holds the workqueue mutex (`l` is its guarded state).
@@ -73,7 +88,7 @@ pub(crate) fn wq_adjust_max_active(wq: &WqShared, l: &WqLocked) {
                 continue;
             };
             if first {
-                p.max_active = node_active::pwq_limit(wq, l, p.node, frozen);
+                p.max_active = pwq_max_active(wq, l, p.node, p.plugged);
             }
             any_shared |= p.shared_node;
             // Items held since before the pool's first item ever ran: the pool may have no

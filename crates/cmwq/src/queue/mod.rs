@@ -11,6 +11,7 @@
 //! its pool's lock (as `pool->lock` guards them in the kernel), so the pool owns their storage
 //! and a worker retires its item's flush color there.
 
+pub(crate) mod apply;
 pub(crate) mod attrs;
 pub(crate) mod create;
 pub(crate) mod flush;

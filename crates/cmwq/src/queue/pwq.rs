@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::pool::list::ItemList;
 use crate::pool::{kick_pool, Entry, Kick, PoolLocked, WorkerPool};
+use crate::queue::attrs::WorkqueueAttrs;
 use crate::queue::node_active::{self, NodeHandoff};
 use crate::queue::workqueue::WqShared;
 use crate::work::data::{self, NR_COLORS};
@@ -19,6 +20,54 @@ pub(crate) struct PoolWorkqueue {
     pub(crate) pool: Arc<WorkerPool>,
     /// Index in `PoolLocked::pwqs`.
     pub(crate) slot: u32,
+}
+
+/// What [`select_pwq`](crate::queue::workqueue::WqShared::select_pwq) reads: the pwqs new
+/// items go to and, for an unbound queue with several pods, the pod of each CPU; with the
+/// attributes they were made for. Immutable once published: per-CPU queues keep the one of
+/// their creation, `apply_attrs` publishes a new one for an unbound queue (the kernel's
+/// `cpu_pwq` and `dfl_pwq` after `apply_wqattrs_commit`).
+pub(crate) struct PwqTable {
+    /// One per possible CPU, by possible-CPU index (per-CPU queues), one per pod (unbound) or
+    /// exactly one (ordered).
+    pub(crate) pwqs: Vec<PoolWorkqueue>,
+    /// Unbound queues with several pods: `pod_of_cpu[idx]` is the index in `pwqs` of the pod
+    /// of the possible CPU at index `idx` (0, the first pod, for CPUs outside the cpumask).
+    /// Empty otherwise.
+    pub(crate) pod_of_cpu: Vec<u32>,
+    /// The attributes in force (see [`Workqueue::attrs`](crate::Workqueue::attrs)).
+    pub(crate) attrs: WorkqueueAttrs,
+}
+
+/// The report counters of a queue's released pwqs (`apply_attrs` replaced them), kept so that
+/// the queue's statistics do not go back when a pwq goes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RetiredCounters {
+    /// Pwqs released so far: tells a reader whether a release happened while it walked.
+    pub(crate) nr_released: u64,
+    pub(crate) nr_started: u64,
+    pub(crate) nr_completed: u64,
+    pub(crate) nr_cpu_intensive: u64,
+    pub(crate) nr_cm_wakeup: u64,
+    pub(crate) nr_mayday: u64,
+    pub(crate) nr_rescued: u64,
+    pub(crate) nr_repatriated: u64,
+    pub(crate) cpu_time: std::time::Duration,
+}
+
+impl RetiredCounters {
+    /// Adds the counters of `p`, which is being released.
+    pub(crate) fn add(&mut self, p: &PwqLocked) {
+        self.nr_released += 1;
+        self.nr_started += p.nr_started;
+        self.nr_completed += p.nr_completed;
+        self.nr_cpu_intensive += p.nr_cpu_intensive;
+        self.nr_cm_wakeup += p.nr_cm_wakeup;
+        self.nr_mayday += p.nr_mayday;
+        self.nr_rescued += p.nr_rescued;
+        self.nr_repatriated += p.nr_repatriated;
+        self.cpu_time += p.cpu_time;
+    }
 }
 
 /// A pwq's state, guarded by its pool's lock.
@@ -61,6 +110,14 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_repatriated: u64,
     /// CPU time of this pwq's items, credited by the monitor's samples (`CPUtime`).
     pub(crate) cpu_time: std::time::Duration,
+    /// No longer in the queue's table (`apply_attrs` linked newer pwqs): released, its slot
+    /// freed and its pool put, as soon as it is idle (the kernel drops the table's reference
+    /// and `pwq_release_workfn` runs at the last `put_pwq`).
+    pub(crate) replaced: bool,
+    /// An ordered queue's pwq made while older ones still held items: its effective
+    /// `max_active` stays 0 until it is the oldest linked pwq (the kernel's `pwq->plugged`,
+    /// cleared by `unplug_oldest_pwq`), so its items run after every item of the older ones.
+    pub(crate) plugged: bool,
 }
 
 impl PwqLocked {
@@ -91,6 +148,8 @@ impl PwqLocked {
             nr_rescued: 0,
             nr_repatriated: 0,
             cpu_time: std::time::Duration::ZERO,
+            replaced: false,
+            plugged: false,
         }
     }
 
@@ -134,10 +193,15 @@ impl PoolLocked {
             .filter(|p| p.wq.id == wq_id)
     }
 
-    /// Frees `slot` for reuse (destroy, once the queue is quiescent).
-    pub(crate) fn release_pwq(&mut self, slot: u32) {
-        self.pwqs[slot as usize] = None;
-        self.free_slots.push(slot);
+    /// Frees `slot` for reuse (destroy once the queue is quiescent, or an idle replaced pwq)
+    /// and returns its state, for the caller to drop with the pool lock released (it holds a
+    /// reference to the queue).
+    pub(crate) fn take_pwq(&mut self, slot: u32) -> Option<PwqLocked> {
+        let taken = self.pwqs[slot as usize].take();
+        if taken.is_some() {
+            self.free_slots.push(slot);
+        }
+        taken
     }
 
     /// Puts an item whose `PENDING` the caller owns on pwq `slot`: on the worklist if an active
@@ -241,6 +305,9 @@ impl PoolLocked {
         if pwq.flush_color == Some(color) && pwq.nr_in_flight[c] == 0 {
             pwq.flush_color = None;
             pwq.wq.flush_state.pwq_flushed();
+        }
+        if pwq.replaced && pwq.is_idle() {
+            crate::queue::apply::release_replaced(self, slot);
         }
         handoff
     }

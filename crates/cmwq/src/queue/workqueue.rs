@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bitflags::bitflags;
 use parking_lot::Mutex;
 
+use crate::os::published::Published;
 use crate::os::topology;
 use crate::pool::panic::PanicHook;
 use crate::pool::rescuer::Rescuer;
@@ -17,7 +18,7 @@ use crate::queue::attrs::WorkqueueAttrs;
 pub use crate::queue::create::WorkqueueBuilder;
 use crate::queue::create::{create, effective_max_active};
 use crate::queue::flush::{FlushLocked, FlushState};
-use crate::queue::pwq::PoolWorkqueue;
+use crate::queue::pwq::{PoolWorkqueue, PwqTable, RetiredCounters};
 use crate::work::data;
 use crate::{Error, Work};
 
@@ -98,15 +99,21 @@ pub(crate) struct WqShared {
     pub(super) system: bool,
     /// `state::*` bits. Release on set, Acquire on read (pairs with the setter).
     pub(crate) state: AtomicU32,
-    /// One per possible CPU, by possible-CPU index (per-CPU queues), one per pod (unbound)
-    /// or exactly one (ordered). Set once at creation.
-    pub(crate) pwqs: OnceLock<Vec<PoolWorkqueue>>,
-    /// Unbound queues with several pods: `pod_of_cpu[idx]` is the index in `pwqs` of the pod
-    /// of the possible CPU at index `idx` (0, the first pod, for CPUs outside the cpumask).
-    /// Empty otherwise.
-    pub(super) pod_of_cpu: Vec<u32>,
-    /// The attributes as created (see [`Workqueue::attrs`]).
-    pub(super) attrs: WorkqueueAttrs,
+    /// The pwqs new items go to (one per possible CPU, by possible-CPU index, for per-CPU
+    /// queues; one per pod for unbound ones; exactly one for ordered ones), with the pod of
+    /// each possible CPU and the attributes in force. Set at creation; replaced by
+    /// `apply_attrs` (unbound queues only), under the wq mutex.
+    pub(crate) table: Published<PwqTable>,
+    /// Every linked pwq, oldest first (the kernel's `wq->pwqs`): the current table's and the
+    /// replaced ones that still hold items. What flush, drain, destroy, the freezer,
+    /// `set_max_active` and the reports walk. A leaf lock (taken under the wq mutex or a pool
+    /// lock, never held while taking another lock): links are added by creation and
+    /// `apply_attrs` (under the wq mutex), removed by the release of an idle replaced pwq
+    /// (under its pool lock) and by destroy.
+    pub(crate) linked: Mutex<Vec<PoolWorkqueue>>,
+    /// The counters of released replaced pwqs, for the reports (a leaf lock, taken under the
+    /// released pwq's pool lock).
+    pub(crate) retired: Mutex<RetiredCounters>,
     /// The wq mutex. Lock order: wq mutex → pool lock → flush-done lock.
     pub(crate) mutex: Mutex<WqLocked>,
     pub(crate) flush_state: FlushState,
@@ -217,7 +224,8 @@ impl Workqueue {
         self.handle.shared.max_active.load(Ordering::Relaxed)
     }
 
-    /// The queue's attributes: for an unbound queue what the builder set (or the defaults:
+    /// The queue's attributes in force: for an unbound queue those of the last
+    /// [`apply_attrs`](Self::apply_attrs), else what the builder set (or the defaults:
     /// nice 0, or -20 with [`WqFlags::HIGHPRI`], every CPU, [`AffinityScope::Default`](crate::AffinityScope::Default),
     /// non-strict). A per-CPU queue reports its pools': their nice value, every CPU,
     /// [`AffinityScope::Cpu`](crate::AffinityScope::Cpu) and strict (each CPU is a pod of its own, its workers pinned).
@@ -237,7 +245,7 @@ impl Workqueue {
     /// # Ok::<(), cmwq::Error>(())
     /// ```
     pub fn attrs(&self) -> WorkqueueAttrs {
-        self.handle.shared.attrs.clone()
+        self.handle.shared.table.get().attrs.clone()
     }
 
     /// Queues `work` on the calling CPU's pool (bound queues) or the queue's unbound pool.
@@ -524,8 +532,9 @@ impl WqShared {
         self.panic_handler.lock().clone()
     }
 
-    pub(crate) fn pwqs(&self) -> &[PoolWorkqueue] {
-        self.pwqs.get().map_or(&[], Vec::as_slice)
+    /// The linked pwqs, oldest first (a copy: the list changes as replaced pwqs retire).
+    pub(crate) fn pwqs(&self) -> Vec<PoolWorkqueue> {
+        self.linked.lock().clone()
     }
 
     /// Calls this queue's rescuer to `pool` for pwq `slot`.
@@ -535,23 +544,24 @@ impl WqShared {
         }
     }
 
-    fn is_unbound(&self) -> bool {
+    pub(crate) fn is_unbound(&self) -> bool {
         self.flags.contains(WqFlags::UNBOUND)
     }
 
     /// The pwq serving `cpu` (or the calling CPU).
     #[inline]
     pub(crate) fn select_pwq(&self, cpu: Option<usize>) -> &PoolWorkqueue {
-        let pwqs = self.pwqs();
+        let table = self.table.get();
+        let pwqs = &table.pwqs;
         if self.is_unbound() {
             // One pod (or ordered): no CPU to look up.
-            if self.pod_of_cpu.is_empty() {
+            if table.pod_of_cpu.is_empty() {
                 return &pwqs[0];
             }
             let cpu = cpu.unwrap_or_else(topology::current_cpu);
             let pod = topology::possible()
                 .index_of(cpu)
-                .map_or(0, |idx| self.pod_of_cpu[idx] as usize);
+                .map_or(0, |idx| table.pod_of_cpu[idx] as usize);
             return &pwqs[pod];
         }
         let cpu = cpu.unwrap_or_else(topology::current_cpu);
@@ -599,65 +609,82 @@ pub(crate) fn insert_owned(wq: &WqShared, cpu: Option<usize>, work: &Work) -> Re
     // Asked once, here, with no lock held; a panicking `WorkItem::name` must not leave the
     // item pending.
     let function = crate::pool::panic::function_name(work);
-    let mut pwq = wq.select_pwq(cpu);
-    let redirected;
-    // Non-reentrancy: if the item is running on another pool for this queue, queue it there so
-    // it runs after that instance (the kernel's last-pool rule). Ordered queues have one pwq.
-    let last = work.data().state().pool();
-    if !wq.ordered && last != data::POOL_NONE && last != pwq.pool.id {
-        if let Some(last_pool) = pool::pool_by_id(last) {
-            let g = last_pool.locked.lock();
-            let running_slot = g
-                .busy
-                .get(&work.key())
-                .and_then(|&w| g.workers[w].as_ref()?.current.map(|(_, slot)| slot));
-            if let Some(slot) = running_slot {
-                if g.pwqs[slot as usize]
-                    .as_ref()
-                    .is_some_and(|p| p.wq.id == wq.id)
-                {
-                    // The item runs here for this queue: its pwq is alive until it retires.
-                    drop(g);
-                    redirected = PoolWorkqueue {
-                        pool: last_pool,
-                        slot,
-                    };
-                    pwq = &redirected;
+    let mut traced = false;
+    // Once round, unless the pwq found was an unbound queue's replaced one released meanwhile
+    // (`apply_attrs`): then again, with the table published since (the kernel's retry on a
+    // pwq whose refcount reached zero).
+    loop {
+        let mut pwq = wq.select_pwq(cpu);
+        let redirected;
+        // Non-reentrancy: if the item is running on another pool for this queue, queue it
+        // there so it runs after that instance (the kernel's last-pool rule). Ordered queues
+        // skip it: they queue on their newest pwq, which is plugged until the older ones are
+        // idle, so a running instance still finishes first.
+        let last = work.data().state().pool();
+        if !wq.ordered && last != data::POOL_NONE && last != pwq.pool.id {
+            if let Some(last_pool) = pool::pool_by_id(last) {
+                let g = last_pool.locked.lock();
+                let running_slot = g
+                    .busy
+                    .get(&work.key())
+                    .and_then(|&w| g.workers[w].as_ref()?.current.map(|(_, slot)| slot));
+                if let Some(slot) = running_slot {
+                    if g.pwqs[slot as usize]
+                        .as_ref()
+                        .is_some_and(|p| p.wq.id == wq.id)
+                    {
+                        // The item runs here for this queue: its pwq (maybe a replaced one)
+                        // is alive until it retires.
+                        drop(g);
+                        redirected = PoolWorkqueue {
+                            pool: last_pool,
+                            slot,
+                        };
+                        pwq = &redirected;
+                    }
                 }
             }
         }
-    }
-    // Before the item can be seen (and run) by a worker, with no lock held.
-    crate::observe::trace::queue_work(work.key(), function, &wq.name, cpu, pwq.pool.cpu);
-    let mut g = pwq.pool.locked.lock();
-    // Again under the pool lock: destroy and drain prove a queue quiescent by scanning its
-    // pwqs under their locks after setting their state bit, so an insert they did not see
-    // must see the bit here. Acquire: pairs with their Release `fetch_or`, ordered for us by
-    // the pool lock.
-    let st = wq.state.load(Ordering::Acquire);
-    let refused = st != 0 && (st & state::DESTROYED != 0 || !wq.is_current());
-    if refused || g.pwq_of(pwq.slot, wq.id).is_none() {
-        drop(g);
-        work.data().release_pending();
-        return Err(if refused {
-            wq.refusal(st)
-        } else {
-            Error::Destroyed {
-                workqueue: wq.name.clone(),
+        if !traced {
+            // Before the item can be seen (and run) by a worker, with no lock held.
+            crate::observe::trace::queue_work(work.key(), function, &wq.name, cpu, pwq.pool.cpu);
+            traced = true;
+        }
+        let mut g = pwq.pool.locked.lock();
+        // Again under the pool lock: destroy and drain prove a queue quiescent by scanning
+        // its pwqs under their locks after setting their state bit, so an insert they did not
+        // see must see the bit here. Acquire: pairs with their Release `fetch_or`, ordered for
+        // us by the pool lock.
+        let st = wq.state.load(Ordering::Acquire);
+        let refused = st != 0 && (st & state::DESTROYED != 0 || !wq.is_current());
+        if refused || g.pwq_of(pwq.slot, wq.id).is_none() {
+            drop(g);
+            if !refused && wq.is_unbound() && st & state::DESTROYING == 0 {
+                // A replaced pwq, released since it was read: the table has changed.
+                std::hint::spin_loop();
+                continue;
             }
-        });
+            work.data().release_pending();
+            return Err(if refused {
+                wq.refusal(st)
+            } else {
+                Error::Destroyed {
+                    workqueue: wq.name.clone(),
+                }
+            });
+        }
+        let active = g.insert_work(pwq.pool.id, pwq.slot, work.clone(), function);
+        let kick = if active {
+            kick_pool(&mut g)
+        } else {
+            pool::Kick::Nothing
+        };
+        drop(g);
+        if kick == pool::Kick::CreateFirstWorker {
+            pool::manage::create_first_worker(&pwq.pool);
+        }
+        return Ok(());
     }
-    let active = g.insert_work(pwq.pool.id, pwq.slot, work.clone(), function);
-    let kick = if active {
-        kick_pool(&mut g)
-    } else {
-        pool::Kick::Nothing
-    };
-    drop(g);
-    if kick == pool::Kick::CreateFirstWorker {
-        pool::manage::create_first_worker(&pwq.pool);
-    }
-    Ok(())
 }
 
 /// Destroy, shared by `destroy(self)` and the drop of the last handle.
@@ -703,8 +730,18 @@ fn destroy_shared(wq: &Arc<WqShared>) {
     if let Some(rescuer) = rescuer {
         rescuer.stop();
     }
-    for pwq in wq.pwqs() {
-        pwq.pool.locked.lock().release_pwq(pwq.slot);
+    // Replaced pwqs were released when they became idle (before the queue was quiescent);
+    // their pools' puts may still be on the releaser's list: done here, so that destroy
+    // returns with every pool the queue alone used gone.
+    crate::queue::apply::run_released();
+    let linked = {
+        let _l = wq.mutex.lock();
+        std::mem::take(&mut *wq.linked.lock())
+    };
+    for pwq in &linked {
+        // Taken out before the pool lock: dropped (the queue's reference) with no lock held.
+        let released = pwq.pool.locked.lock().take_pwq(pwq.slot);
+        drop(released);
         if pwq.pool.is_unbound() {
             pool::put_unbound_pool(&pwq.pool);
         }

@@ -65,7 +65,9 @@
 //! | `dump` | [`show_workqueues()`](crate::show_workqueues), the busy queues and pools, as a string |
 //! | `dump all` | [`show_all_workqueues()`](crate::show_all_workqueues), as a string |
 //! | `prometheus` | [`prometheus_text()`](crate::prometheus_text), as a string |
+//! | `get WORKQUEUE` | the queue's knobs: `{"workqueue":"WORKQUEUE","per_cpu":0,"max_active":N,"nice":N,"cpumask":"0-3","affinity_scope":"default (cache)","affinity_strict":0}` (a per-CPU queue: `workqueue`, `per_cpu` 1 and `max_active` only) |
 //! | `set WORKQUEUE max_active N` | `{"workqueue":"WORKQUEUE","max_active":N}` |
+//! | `set WORKQUEUE KNOB VALUE` | `{"workqueue":"WORKQUEUE","KNOB":VALUE}`, the knob as it now reads (below) |
 //!
 //! Every reply is one line of JSON: `{"ok":true,"result":RESULT}` or
 //! `{"ok":false,"error":"MESSAGE"}`. Strings are JSON-escaped, so a dump's newlines travel
@@ -89,15 +91,25 @@
 //!
 //! # What a request may change
 //!
-//! Only `set WORKQUEUE max_active N`, and only for a queue created with
+//! Only `set WORKQUEUE KNOB VALUE`, and only for a queue created with
 //! [`WqFlags::SYSFS`](crate::WqFlags::SYSFS), as the kernel's
-//! `/sys/devices/virtual/workqueue/WORKQUEUE/max_active` exists only for `WQ_SYSFS` queues.
-//! `N` is `1..=`[`WQ_MAX_ACTIVE`](crate::WQ_MAX_ACTIVE); it takes effect as
-//! [`Workqueue::set_max_active`](crate::Workqueue::set_max_active) does. `WORKQUEUE` is the
-//! rest of the line between `set ` and ` max_active N`, so a name may hold spaces. Refused,
-//! with an error reply: a queue without `SYSFS`, an ordered queue (its `max_active` is fixed
-//! at 1), an unknown name, or a name that two live `SYSFS` queues share. Every other request
-//! only reads.
+//! `/sys/devices/virtual/workqueue/WORKQUEUE/` exists only for `WQ_SYSFS` queues (`get`
+//! reads the same files, for the same queues). The knobs:
+//!
+//! - `max_active N`, `N` in `1..=`[`WQ_MAX_ACTIVE`](crate::WQ_MAX_ACTIVE), as
+//!   [`Workqueue::set_max_active`](crate::Workqueue::set_max_active) does (refused for an
+//!   ordered queue, whose `max_active` is fixed at 1);
+//! - for unbound queues, through [`Workqueue::apply_attrs`](crate::Workqueue::apply_attrs)
+//!   with the queue's attributes and the one knob changed: `nice N` (`-20..=19`), `cpumask
+//!   LIST` (a CPU list such as `0-3,6`, each CPU in [`online_cpus`](crate::online_cpus)),
+//!   `affinity_scope NAME` (`default`, `cpu`, `smt`, `cache`, `numa` or `system`; it reads as
+//!   `default (cache)` for the default) and `affinity_strict 0|1`. A per-CPU queue has
+//!   `max_active` only, as in the kernel.
+//!
+//! `WORKQUEUE` is the rest of the line between `set ` and ` KNOB VALUE` (or after `get `),
+//! so a name may hold spaces. Refused, with an error reply: a queue without `SYSFS`, an
+//! unknown name, a name that two live `SYSFS` queues share, an unknown knob, a bad value.
+//! Every other request only reads.
 //!
 //! # Limits
 //!
@@ -116,6 +128,7 @@
 
 pub(crate) mod client;
 pub(crate) mod json;
+pub(crate) mod knobs;
 pub(crate) mod path;
 pub(crate) mod protocol;
 pub(crate) mod server;

@@ -1,12 +1,10 @@
 //! The request language and the replies (see the module docs of
 //! [`control`](crate::control)).
 
-use std::sync::Arc;
-
 use crate::observe::control::json::{json_object, Json, WqRecord};
+use crate::observe::control::knobs::{self, parse_knob, Knob};
 use crate::observe::stats::wq_stats;
-use crate::queue::workqueue::{all_workqueues, WqShared};
-use crate::{WqFlags, WQ_MAX_ACTIVE};
+use crate::queue::workqueue::all_workqueues;
 
 /// Version of the protocol, reported by `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -23,7 +21,12 @@ const HELP: &[&str] = &[
     "dump",
     "dump all",
     "prometheus",
+    "get WORKQUEUE",
     "set WORKQUEUE max_active N",
+    "set WORKQUEUE nice N",
+    "set WORKQUEUE cpumask CPULIST",
+    "set WORKQUEUE affinity_scope default|cpu|smt|cache|numa|system",
+    "set WORKQUEUE affinity_strict 0|1",
 ];
 
 /// A parsed request.
@@ -33,14 +36,10 @@ enum Request<'a> {
     Help,
     Stats,
     Pools,
-    Dump {
-        all: bool,
-    },
+    Dump { all: bool },
     Prometheus,
-    SetMaxActive {
-        workqueue: &'a str,
-        max_active: usize,
-    },
+    Get { workqueue: &'a str },
+    Set { workqueue: &'a str, knob: Knob },
 }
 
 /// Parses one request line (newline already removed).
@@ -62,25 +61,20 @@ fn parse(line: &str) -> Result<Request<'_>, String> {
             let attr = tail.next().unwrap_or_default();
             let workqueue = tail.next().unwrap_or_default();
             if workqueue.is_empty() {
-                return Err("usage: set WORKQUEUE max_active N".into());
+                return Err("usage: set WORKQUEUE ATTRIBUTE VALUE".into());
             }
-            if attr != "max_active" {
-                return Err(format!(
-                    "unknown attribute {attr:?}: only max_active can be set"
-                ));
-            }
-            let max_active = match value.parse::<usize>() {
-                Ok(n) if (1..=WQ_MAX_ACTIVE).contains(&n) && !value.starts_with('+') => n,
-                _ => {
-                    return Err(format!(
-                        "max_active must be an integer in 1..={WQ_MAX_ACTIVE}, not {value:?}"
-                    ))
-                }
-            };
-            Ok(Request::SetMaxActive {
+            Ok(Request::Set {
                 workqueue,
-                max_active,
+                knob: parse_knob(attr, value)?,
             })
+        }
+        ["get", _, ..] => {
+            // `get NAME`: NAME is the rest of the line, so it may hold spaces.
+            let workqueue = &line["get ".len()..];
+            if workqueue.is_empty() {
+                return Err("usage: get WORKQUEUE".into());
+            }
+            Ok(Request::Get { workqueue })
         }
         [""] => Err("empty request; try \"help\"".into()),
         [word, ..] => Err(format!("unknown request {word:?}; try \"help\"")),
@@ -186,46 +180,14 @@ fn execute(req: Request<'_>) -> String {
             crate::show_workqueues()
         }),
         Request::Prometheus => ok_reply(&crate::prometheus_text()),
-        Request::SetMaxActive {
-            workqueue,
-            max_active,
-        } => match set_max_active(workqueue, max_active) {
-            Ok(()) => {
-                let mut out = String::new();
-                json_object!(&mut out, {
-                    "workqueue": workqueue,
-                    "max_active": max_active,
-                });
-                ok_reply(&Raw(out))
-            }
+        Request::Get { workqueue } => match knobs::get(workqueue) {
+            Ok(out) => ok_reply(&Raw(out)),
             Err(e) => error_reply(&e),
         },
-    }
-}
-
-/// The sysfs knob: sets `max_active` of the live `WqFlags::SYSFS` queue named `name`.
-fn set_max_active(name: &str, max_active: usize) -> Result<(), String> {
-    let named: Vec<Arc<WqShared>> = all_workqueues()
-        .into_iter()
-        .filter(|wq| wq.name == name)
-        .collect();
-    if named.is_empty() {
-        return Err(format!("no workqueue named {name:?}"));
-    }
-    let sysfs: Vec<&Arc<WqShared>> = named
-        .iter()
-        .filter(|wq| wq.flags.contains(WqFlags::SYSFS))
-        .collect();
-    match sysfs.as_slice() {
-        [] => Err(format!(
-            "workqueue {name:?} was not created with WqFlags::SYSFS: its max_active cannot be \
-             set from outside"
-        )),
-        [wq] => wq.set_max_active(max_active).map_err(|e| e.to_string()),
-        _ => Err(format!(
-            "{} live SYSFS workqueues are named {name:?}: refusing to guess",
-            sysfs.len()
-        )),
+        Request::Set { workqueue, knob } => match knobs::set(workqueue, knob) {
+            Ok(out) => ok_reply(&Raw(out)),
+            Err(e) => error_reply(&e),
+        },
     }
 }
 
@@ -239,9 +201,22 @@ mod tests {
         assert_eq!(parse("dump all"), Ok(Request::Dump { all: true }));
         assert_eq!(
             parse("set my queue max_active 7"),
-            Ok(Request::SetMaxActive {
+            Ok(Request::Set {
                 workqueue: "my queue",
-                max_active: 7
+                knob: Knob::MaxActive(7)
+            })
+        );
+        assert_eq!(
+            parse("set my queue cpumask 0-1"),
+            Ok(Request::Set {
+                workqueue: "my queue",
+                knob: Knob::Cpumask(vec![0, 1])
+            })
+        );
+        assert_eq!(
+            parse("get my queue"),
+            Ok(Request::Get {
+                workqueue: "my queue"
             })
         );
         for bad in [
@@ -251,7 +226,10 @@ mod tests {
             "stats  all",
             "dump everything",
             "set max_active 3",
-            "set q nice 3",
+            "set q nice 30",
+            "set q per_cpu 1",
+            "get",
+            "get ",
             "set q max_active 0",
             "set q max_active 2049",
             "set q max_active +3",
