@@ -421,6 +421,35 @@ fn set_max_active_splits_the_limit_again_at_run_time() {
 }
 
 #[test]
+fn apply_attrs_splits_the_limit_by_the_new_cpumask() {
+    const NAME: &str = "apply_attrs_splits_the_limit_by_the_new_cpumask";
+    on_layout(NAME, &LOPSIDED, || {
+        if cmwq::online_cpus().len() < 2 {
+            eprintln!("needs two CPUs");
+            return;
+        }
+        let wq = Workqueue::builder("node-apply")
+            .flags(WqFlags::UNBOUND)
+            .max_active(16)
+            .affinity_scope(AffinityScope::Numa)
+            .build()
+            .unwrap();
+        wq.set_min_active(1).unwrap();
+        // Both nodes hold CPUs of the mask: each gets its share.
+        check_split(&wq, 20).finish(&wq);
+        // The mask cut to node 0 at run time: node 0 now has every CPU of it, so the whole
+        // limit, and the new pwqs count under the same node counters as the old ones did.
+        let node0 = nodes()[0].clone();
+        wq.apply_attrs(&wq.attrs().with_cpumask(node0)).unwrap();
+        assert_eq!(limits(&wq)[0], 16);
+        let batch = check_split(&wq, 20);
+        assert_eq!(batch.running()[0], 16);
+        batch.finish(&wq);
+        println!("passed");
+    });
+}
+
+#[test]
 fn a_queue_on_one_node_keeps_its_limit_queue_wide() {
     const NAME: &str = "a_queue_on_one_node_keeps_its_limit_queue_wide";
     on_layout(NAME, &SPREAD, || {
