@@ -13,29 +13,12 @@ use common::{wait_for, Latch, DEADLINE};
 
 /// The calling thread's allowed CPUs.
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer and size describe `set`; pid 0 is the calling thread.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    assert_eq!(rc, 0, "sched_getaffinity");
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, the capacity of `set`.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+    common::affinity_of(0)
 }
 
 /// Restricts the calling thread to `cpus`.
 fn pin(cpus: &[usize]) {
-    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        // SAFETY: test CPUs are below CPU_SETSIZE, the capacity of `set`.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    // SAFETY: the pointer and size describe `set`; pid 0 is the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    assert_eq!(rc, 0, "sched_setaffinity");
+    common::set_affinity(0, cpus);
 }
 
 /// What an item saw of its worker.

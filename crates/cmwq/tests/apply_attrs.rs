@@ -18,16 +18,7 @@ use harden_util::isolated;
 
 /// The calling thread's allowed CPUs.
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer and size describe `set`; pid 0 is the calling thread.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    assert_eq!(rc, 0, "sched_getaffinity");
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, the capacity of `set`.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+    common::affinity_of(0)
 }
 
 /// `wq.flush()`, failing the test instead of hanging past the deadline.

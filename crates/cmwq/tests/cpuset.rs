@@ -30,36 +30,14 @@ fn os_cpu() -> usize {
 
 /// The affinity of the process's main thread (what defines the CPU set).
 fn main_affinity() -> Vec<usize> {
-    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the pointer and size describe `set`; getpid names the main thread.
-    let rc = unsafe {
-        libc::sched_getaffinity(
-            libc::getpid(),
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &mut set,
-        )
-    };
-    assert_eq!(rc, 0, "sched_getaffinity");
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, the capacity of `set`.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+    // SAFETY: getpid has no preconditions.
+    common::affinity_of(unsafe { libc::getpid() })
 }
 
 /// Sets the main thread's affinity (the process's CPU set) to `cpus`.
 fn set_main_affinity(cpus: &[usize]) {
-    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        // SAFETY: the callers pass CPUs of this machine, below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    // SAFETY: the pointer and size describe `set`; getpid names the main thread.
-    let rc = unsafe {
-        libc::sched_setaffinity(libc::getpid(), std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(rc, 0, "sched_setaffinity of the main thread to {cpus:?}");
+    // SAFETY: getpid has no preconditions.
+    common::set_affinity(unsafe { libc::getpid() }, cpus);
 }
 
 /// Parses a kernel CPU list (`0-2,5`).

@@ -64,18 +64,9 @@ pub(crate) fn wq_stats(wq: &WqShared) -> WqStats {
 }
 
 fn walk_stats(wq: &WqShared, r: &RetiredCounters) -> WqStats {
-    let mut s = WqStats {
-        max_active: wq.max_active(),
-        total: r.nr_started,
-        completed: r.nr_completed,
-        cpu_time: r.cpu_time,
-        cpu_intensive: r.nr_cpu_intensive,
-        cm_wakeups: r.nr_cm_wakeup,
-        mayday: r.nr_mayday,
-        rescued: r.nr_rescued,
-        repatriated: r.nr_repatriated,
-        ..WqStats::default()
-    };
+    // The released pwqs' counters, plus every linked pwq's.
+    let mut sum = *r;
+    let (mut pending, mut inactive) = (0, 0);
     for pwq in wq.pwqs() {
         let mut g = pwq.pool.locked.lock();
         let running = g
@@ -87,19 +78,25 @@ fn walk_stats(wq: &WqShared, r: &RetiredCounters) -> WqStats {
         let Some(p) = g.pwq_of(pwq.slot, wq.id) else {
             continue; // released (by destroy, or idle and replaced)
         };
-        s.total += p.nr_started;
-        s.completed += p.nr_completed;
-        s.cpu_time += p.cpu_time;
-        s.cpu_intensive += p.nr_cpu_intensive;
-        s.cm_wakeups += p.nr_cm_wakeup;
-        s.mayday += p.nr_mayday;
-        s.rescued += p.nr_rescued;
-        s.repatriated += p.nr_repatriated;
-        s.pending += p.nr_active.saturating_sub(running);
-        s.inactive += p.inactive.len();
+        sum.add(p);
+        pending += p.nr_active.saturating_sub(running);
+        inactive += p.inactive.len();
     }
-    s.in_flight = s.total - s.completed.min(s.total);
-    s
+    WqStats {
+        max_active: wq.max_active(),
+        total: sum.nr_started,
+        completed: sum.nr_completed,
+        in_flight: sum.nr_started - sum.nr_completed.min(sum.nr_started),
+        cpu_time: sum.cpu_time,
+        cpu_intensive: sum.nr_cpu_intensive,
+        cm_wakeups: sum.nr_cm_wakeup,
+        mayday: sum.nr_mayday,
+        rescued: sum.nr_rescued,
+        repatriated: sum.nr_repatriated,
+        pending,
+        inactive,
+        ..WqStats::default()
+    }
 }
 
 impl Workqueue {

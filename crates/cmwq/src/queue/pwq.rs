@@ -39,8 +39,9 @@ pub(crate) struct PwqTable {
     pub(crate) attrs: WorkqueueAttrs,
 }
 
-/// The report counters of a queue's released pwqs (`apply_attrs` replaced them), kept so that
-/// the queue's statistics do not go back when a pwq goes.
+/// The report counters of pwqs summed: those of a queue's released pwqs (`apply_attrs`
+/// replaced them), kept so that the queue's statistics do not go back when a pwq goes, and the
+/// sum the statistics make of them and the linked pwqs' (`observe/stats.rs`).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct RetiredCounters {
     /// Pwqs released so far: tells a reader whether a release happened while it walked.
@@ -56,7 +57,8 @@ pub(crate) struct RetiredCounters {
 }
 
 impl RetiredCounters {
-    /// Adds the counters of `p`, which is being released.
+    /// Adds the counters of `p` (and counts it in `nr_released`: meaningful for the kept
+    /// counters of released pwqs only).
     pub(crate) fn add(&mut self, p: &PwqLocked) {
         self.nr_released += 1;
         self.nr_started += p.nr_started;

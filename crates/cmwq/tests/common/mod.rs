@@ -555,3 +555,33 @@ pub fn run_in_child(name: &str, env: &str, timeout: Duration) {
         "child failed (finished: {finished}):\n{stdout}\n{stderr}"
     );
 }
+
+/// The CPUs thread `tid` may run on (`sched_getaffinity`; 0 is the calling thread, the pid the
+/// main thread).
+pub fn affinity_of(tid: i32) -> Vec<usize> {
+    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`, which lives across the call.
+    let rc =
+        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(rc, 0, "sched_getaffinity of {tid}");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE, the capacity of `set`.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Restricts thread `tid` to `cpus` (`sched_setaffinity`; 0 is the calling thread, the pid the
+/// main thread, which defines the process's CPU set).
+pub fn set_affinity(tid: i32, cpus: &[usize]) {
+    // SAFETY: all-zero is a valid, empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        assert!(c < libc::CPU_SETSIZE as usize, "CPU {c} out of range");
+        // SAFETY: `c` is below CPU_SETSIZE, the capacity of `set` (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: the pointer and size describe `set`, which lives across the call.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(rc, 0, "sched_setaffinity of {tid} to {cpus:?}");
+}
