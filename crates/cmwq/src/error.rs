@@ -113,7 +113,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidCpu { cpu } => {
-                write!(f, "cpu {cpu} is not in this process's CPU affinity mask")
+                write!(f, "cpu {cpu} is not one of this process's CPUs (see cmwq::online_cpus())")
             }
             Error::InvalidNode { node } => write!(f, "NUMA node {node} does not exist"),
             Error::InvalidMaxActive { max_active, max } => write!(
@@ -185,7 +185,7 @@ mod tests {
         let cases = [
             (
                 Error::InvalidCpu { cpu: 7 },
-                "cpu 7 is not in this process's CPU affinity mask",
+                "cpu 7 is not one of this process's CPUs (see cmwq::online_cpus())",
             ),
             (Error::InvalidNode { node: 9 }, "NUMA node 9 does not exist"),
             (
