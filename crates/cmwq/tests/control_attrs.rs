@@ -150,7 +150,7 @@ fn bad_values_and_other_queues_are_refused_and_change_nothing() {
         (format!("set {name} cpumask 3-1"), "CPU list"),
         (
             format!("set {name} cpumask 99999"),
-            "not in this process's CPU",
+            "not one of this process's CPUs",
         ),
         (
             format!("set {name} affinity_scope llc"),
