@@ -73,6 +73,13 @@ impl RetiredCounters {
 }
 
 /// A pwq's state, guarded by its pool's lock.
+///
+/// Laid out by hand (`repr(C)`, aligned to a cache line): the fields that queueing and
+/// retiring touch for every item come first and share one cache line, then the inactive
+/// list, then the per-color counts (one line of them is used at a time), then the report
+/// counters that only starts, the monitor and reports touch. A producer and a worker on
+/// different CPUs pass these lines back and forth for every item.
+#[repr(C, align(64))]
 pub(crate) struct PwqLocked {
     pub(crate) wq: Arc<WqShared>,
     /// Items on the pool worklist, on a worker's list, or running (not counting inactive ones).
@@ -80,29 +87,37 @@ pub(crate) struct PwqLocked {
     /// Effective limit for `nr_active`: `max_active` (per-CPU queues) or the node's share
     /// (unbound queues, `node_active::effective_limit`); 0 while frozen.
     pub(crate) max_active: usize,
-    /// The node counter of the queue this pwq counts under (index in
-    /// `WqShared::node_nr_active`), or `node_active::NO_NODE` (per-CPU queues). `I`.
-    pub(crate) node: u32,
-    /// Whether the node holds other pwqs of the queue too: then an active slot is also taken
-    /// from the node's shared counter (`node_active::tryinc_shared`). `I`.
-    pub(crate) shared_node: bool,
-    /// On the node's pending list, waiting for a slot (shared nodes only; changed with both
-    /// this pool's lock and the node lock held).
-    pub(crate) on_pending: bool,
-    /// Items throttled by `max_active`, in queueing order (`INACTIVE` set in their data word).
-    pub(crate) inactive: ItemList,
-    /// Items queued or running, per flush color (inactive ones included).
-    pub(crate) nr_in_flight: [usize; NR_COLORS],
-    /// Color stamped on newly queued items.
-    pub(crate) work_color: u8,
-    /// The color this pwq is being flushed for, if it takes part in a workqueue flush.
-    pub(crate) flush_color: Option<u8>,
     /// Items ever put on this pwq (queued, re-queued or activated from a timer): the proof of
     /// quiescence compares it across two scans (see `flush::quiescent`).
     pub(crate) nr_queued: u64,
     /// Counters for reports (the kernel's `PWQ_STAT_*`; guarded by the pool lock).
     pub(crate) nr_started: u64,
     pub(crate) nr_completed: u64,
+    /// The node counter of the queue this pwq counts under (index in
+    /// `WqShared::node_nr_active`), or `node_active::NO_NODE` (per-CPU queues). `I`.
+    pub(crate) node: u32,
+    /// Color stamped on newly queued items.
+    pub(crate) work_color: u8,
+    /// The color this pwq is being flushed for, if it takes part in a workqueue flush.
+    pub(crate) flush_color: Option<u8>,
+    /// Whether the node holds other pwqs of the queue too: then an active slot is also taken
+    /// from the node's shared counter (`node_active::tryinc_shared`). `I`.
+    pub(crate) shared_node: bool,
+    /// On the node's pending list, waiting for a slot (shared nodes only; changed with both
+    /// this pool's lock and the node lock held).
+    pub(crate) on_pending: bool,
+    /// No longer in the queue's table (`apply_attrs` linked newer pwqs): released, its slot
+    /// freed and its pool put, as soon as it is idle (the kernel drops the table's reference
+    /// and `pwq_release_workfn` runs at the last `put_pwq`).
+    pub(crate) replaced: bool,
+    /// An ordered queue's pwq made while older ones still held items: its effective
+    /// `max_active` stays 0 until it is the oldest linked pwq (the kernel's `pwq->plugged`,
+    /// cleared by `unplug_oldest_pwq`), so its items run after every item of the older ones.
+    pub(crate) plugged: bool,
+    /// Items throttled by `max_active`, in queueing order (`INACTIVE` set in their data word).
+    pub(crate) inactive: ItemList,
+    /// Items queued or running, per flush color (inactive ones included).
+    pub(crate) nr_in_flight: [usize; NR_COLORS],
     pub(crate) nr_cpu_intensive: u64,
     pub(crate) nr_cm_wakeup: u64,
     pub(crate) nr_mayday: u64,
@@ -112,14 +127,6 @@ pub(crate) struct PwqLocked {
     pub(crate) nr_repatriated: u64,
     /// CPU time of this pwq's items, credited by the monitor's samples (`CPUtime`).
     pub(crate) cpu_time: std::time::Duration,
-    /// No longer in the queue's table (`apply_attrs` linked newer pwqs): released, its slot
-    /// freed and its pool put, as soon as it is idle (the kernel drops the table's reference
-    /// and `pwq_release_workfn` runs at the last `put_pwq`).
-    pub(crate) replaced: bool,
-    /// An ordered queue's pwq made while older ones still held items: its effective
-    /// `max_active` stays 0 until it is the oldest linked pwq (the kernel's `pwq->plugged`,
-    /// cleared by `unplug_oldest_pwq`), so its items run after every item of the older ones.
-    pub(crate) plugged: bool,
 }
 
 impl PwqLocked {
