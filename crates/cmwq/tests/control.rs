@@ -4,6 +4,8 @@
 //! `XDG_RUNTIME_DIR`. Every wait has a deadline; every child is killed when its test ends,
 //! passed or failed, and stops by itself after two minutes in any case.
 
+mod control_util;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cmwq::control::Client;
 use cmwq::{Work, Workqueue, WqFlags};
+use control_util::{ok, parse, record, refused, Raw};
 use serde_json::Value;
 
 /// The role of a re-executed test binary.
@@ -312,69 +315,8 @@ impl Drop for Kid {
     }
 }
 
-/// A reply, parsed (it must be one valid JSON object).
-#[track_caller]
-fn parse(reply: &str) -> Value {
-    serde_json::from_str(reply).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {reply}"))
-}
-
-#[track_caller]
-fn ok(reply: &str) -> Value {
-    let v = parse(reply);
-    assert_eq!(v["ok"], true, "error reply: {reply}");
-    v["result"].clone()
-}
-
-#[track_caller]
-fn refused(reply: &str) -> String {
-    let v = parse(reply);
-    assert_eq!(v["ok"], false, "accepted: {reply}");
-    assert!(v.get("result").is_none(), "{reply}");
-    v["error"].as_str().expect("an error message").to_string()
-}
-
-/// The stats record of workqueue `name`.
-#[track_caller]
-fn record(stats: &Value, name: &str) -> Value {
-    let found: Vec<&Value> = stats
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["name"] == name)
-        .collect();
-    assert_eq!(found.len(), 1, "one record named {name}: {stats}");
-    found[0].clone()
-}
-
 fn stats_of(c: &mut Client, name: &str) -> Value {
     record(&ok(&c.request("stats").unwrap()), name)
-}
-
-/// A raw connection, for requests the client would not send.
-struct Raw {
-    w: UnixStream,
-    r: BufReader<UnixStream>,
-}
-
-impl Raw {
-    fn connect(path: &Path) -> Raw {
-        let w = UnixStream::connect(path).unwrap();
-        w.set_read_timeout(Some(DEADLINE)).unwrap();
-        let r = BufReader::new(w.try_clone().unwrap());
-        Raw { w, r }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).unwrap();
-    }
-
-    #[track_caller]
-    fn reply(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        assert!(line.ends_with('\n'), "a whole reply line: {line:?}");
-        line.trim_end().to_string()
-    }
 }
 
 // ---------------------------------------------------------------------------------------

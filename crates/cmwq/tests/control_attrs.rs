@@ -6,6 +6,7 @@
 //! real socket in a child process (`harden_util::isolated`: the endpoint is process-wide).
 
 mod common;
+mod control_util;
 mod harden_util;
 
 use cmwq::control::{answer, Client};
@@ -16,16 +17,12 @@ use serde_json::{json, Value};
 
 #[track_caller]
 fn ok(request: &str) -> Value {
-    let v: Value = serde_json::from_str(&answer(request)).expect("one JSON object");
-    assert_eq!(v["ok"], true, "{request}: {v}");
-    v["result"].clone()
+    control_util::ok(&answer(request))
 }
 
 #[track_caller]
 fn refused(request: &str) -> String {
-    let v: Value = serde_json::from_str(&answer(request)).expect("one JSON object");
-    assert_eq!(v["ok"], false, "{request}: {v}");
-    v["error"].as_str().expect("a message").to_string()
+    control_util::refused(&answer(request))
 }
 
 fn sysfs_unbound(name: &str) -> Workqueue {
