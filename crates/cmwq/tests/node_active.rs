@@ -226,6 +226,17 @@ fn pods_of(wq: &Workqueue) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Two pods of `wq` on the node of the first CPU, if it has two (it needs two CPUs).
+fn two_pods_of_first_node(wq: &Workqueue) -> Option<Vec<Vec<usize>>> {
+    let node = node_of(cmwq::online_cpus()[0]);
+    let pods: Vec<Vec<usize>> = pods_of(wq)
+        .into_iter()
+        .filter(|p| node_of(p[0]) == node)
+        .take(2)
+        .collect();
+    (pods.len() == 2).then_some(pods)
+}
+
 /// Per node, the CPUs of `wq`'s cpumask there.
 fn cpus_per_node(wq: &Workqueue) -> Vec<usize> {
     let mask = wq.attrs().cpumask;
@@ -320,16 +331,11 @@ fn the_pods_of_a_node_are_served_in_turn() {
             .build()
             .unwrap();
         // Two pods of the first CPU's node.
-        let node = node_of(cmwq::online_cpus()[0]);
-        let pods: Vec<Vec<usize>> = pods_of(&wq)
-            .into_iter()
-            .filter(|p| node_of(p[0]) == node)
-            .take(2)
-            .collect();
-        if pods.len() < 2 {
+        let Some(pods) = two_pods_of_first_node(&wq) else {
             eprintln!("needs two CPUs");
             return;
-        }
+        };
+        let node = node_of(pods[0][0]);
         let limit = limits(&wq)[node];
         assert_eq!(limit, 4);
         // Pod A fills the node and queues as many again; then pod B queues as many.
@@ -480,16 +486,10 @@ fn a_frozen_shared_node_holds_its_items_and_thaw_runs_them_in_order() {
             .affinity_scope(AffinityScope::Cache)
             .build()
             .unwrap();
-        let node = node_of(cmwq::online_cpus()[0]);
-        let pods: Vec<Vec<usize>> = pods_of(&wq)
-            .into_iter()
-            .filter(|p| node_of(p[0]) == node)
-            .take(2)
-            .collect();
-        if pods.len() < 2 {
+        let Some(pods) = two_pods_of_first_node(&wq) else {
             eprintln!("needs two CPUs");
             return;
-        }
+        };
         assert!(cmwq::freeze());
         let log: Arc<Mutex<BTreeMap<usize, Vec<usize>>>> = Arc::default();
         let items: Vec<(usize, Work)> = (0..12)
@@ -531,16 +531,10 @@ fn flushing_an_item_behind_the_callers_node_slot_is_an_error() {
             .affinity_scope(AffinityScope::Cache)
             .build()
             .unwrap();
-        let node = node_of(cmwq::online_cpus()[0]);
-        let pods: Vec<Vec<usize>> = pods_of(&wq)
-            .into_iter()
-            .filter(|p| node_of(p[0]) == node)
-            .take(2)
-            .collect();
-        if pods.len() < 2 {
+        let Some(pods) = two_pods_of_first_node(&wq) else {
             eprintln!("needs two CPUs");
             return;
-        }
+        };
         let (behind, runs) = common::counting_item();
         let seen = Arc::new(Mutex::new(None));
         let (s, b, w2, cpu_b) = (seen.clone(), behind.clone(), wq.clone(), pods[1][0]);
