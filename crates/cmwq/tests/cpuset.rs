@@ -143,6 +143,17 @@ fn flush_all(items: &[Work]) {
     });
 }
 
+/// No hog detection and no detection of unannounced sleeps: only disassociation may then let
+/// a second CPU-bound item start beside a first on one CPU's pool.
+fn configure_without_detection() {
+    cmwq::configure(cmwq::Config {
+        cpu_intensive_thresh: Duration::ZERO,
+        detect_blocking: false,
+        ..cmwq::Config::default()
+    })
+    .unwrap();
+}
+
 /// The scenario needs CPUs 0 and 1 in the process's set; prints why it skips otherwise.
 fn has_two_cpus() -> bool {
     let cpus = main_affinity();
@@ -161,12 +172,7 @@ fn shrink_to_one_cpu_and_grow_back() {
         }
         // Only disassociation may let a second CPU-bound item start beside the first: no
         // hog detection, no detection of unannounced sleeps.
-        cmwq::configure(cmwq::Config {
-            cpu_intensive_thresh: Duration::ZERO,
-            detect_blocking: false,
-            ..cmwq::Config::default()
-        })
-        .unwrap();
+        configure_without_detection();
         let start = online_cpus();
         assert_eq!(start, main_affinity());
 
@@ -301,12 +307,7 @@ fn bound_again_cpu_has_concurrency_management() {
         if !has_two_cpus() {
             return;
         }
-        cmwq::configure(cmwq::Config {
-            cpu_intensive_thresh: Duration::ZERO,
-            detect_blocking: false,
-            ..cmwq::Config::default()
-        })
-        .unwrap();
+        configure_without_detection();
         let start = online_cpus();
         let wq = Workqueue::new("cpuset-cm", WqFlags::PERCPU, 0).unwrap();
         set_main_affinity(&[0]);
