@@ -41,7 +41,9 @@ pub(crate) struct PwqTable {
 
 /// The report counters of pwqs summed: those of a queue's released pwqs (`apply_attrs`
 /// replaced them), kept so that the queue's statistics do not go back when a pwq goes, and the
-/// sum the statistics make of them and the linked pwqs' (`observe/stats.rs`).
+/// sum the statistics make of them and the linked pwqs' (`observe/stats.rs`). `PwqLocked`
+/// keeps the same counters as fields of its own rather than one of these: `nr_started` and
+/// `nr_completed` belong in its first cache line, the others in its cold tail.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct RetiredCounters {
     /// Pwqs released so far: tells a reader whether a release happened while it walked.
