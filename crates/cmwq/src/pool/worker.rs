@@ -182,21 +182,25 @@ fn setup_thread(pool: &WorkerPool, id: usize) {
             || tracing::warn!(target: "cmwq", pool = pool.id, %err, "could not set worker affinity"),
         );
     }
-    if pool.attrs.nice != 0 {
-        if let Err(err) = topology::set_current_nice(pool.attrs.nice) {
-            // Negative nice needs CAP_SYS_NICE or RLIMIT_NICE: keep working at the default.
-            contain_quiet(|| {
-                tracing::debug!(
-                    target: "cmwq",
-                    pool = pool.id,
-                    nice = pool.attrs.nice,
-                    %err,
-                    "could not set worker nice value"
-                )
-            });
-            pool.nice_failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+    // Always, a nice of 0 too: a new thread starts at its creator's nice, and a worker's
+    // creator may be the monitor (nice -20), a worker of a high-priority pool, or a user
+    // thread at any nice (`create_first_worker` runs on the queueing thread). Seen before
+    // this was so, in a scheduler trace of a W5-like load: unbound workers made by the
+    // monitor ran at -20 and kept the producer off its CPU.
+    if let Err(err) = topology::set_current_nice(pool.attrs.nice) {
+        // A lower nice than the thread's own needs CAP_SYS_NICE or RLIMIT_NICE: keep working
+        // at the inherited one.
+        contain_quiet(|| {
+            tracing::debug!(
+                target: "cmwq",
+                pool = pool.id,
+                nice = pool.attrs.nice,
+                %err,
+                "could not set worker nice value"
+            )
+        });
+        pool.nice_failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
