@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, MutexGuard};
 
@@ -275,12 +276,18 @@ pub(crate) fn worker_thread(
     }
 }
 
-/// Rounds of looking for work before a worker that ran out of items goes idle: 32, 64, ...
-/// 512 pause instructions (about 1,000 in all, some µs), about the time a producer takes to
-/// queue the next item of a stream. No yields: a worker that yielded its CPU to a busy thread
-/// could stay off it for a whole time slice while the item it was counted on to take waits
-/// (measured: W5's median latency went from 7 to 66 µs with two yield rounds).
-const SPIN_ROUNDS: u32 = 5;
+/// How long a worker that ran out of items looks for more before it goes idle: about the
+/// time a producer takes to queue the next item of a stream, in looks 32, 64, 64, ... pause
+/// instructions apart. A time, not a count of pauses: a pause takes 28 ns on the AMD EPYC
+/// we measured (1,000 in 28 µs) and longer on other CPUs, and a longer spin costs more than
+/// it finds: with W5's sleepers (`cmwq-bench`, 2 cores) the probes' median was 10-19 µs with
+/// a spin of 1,000 pauses and 4 µs with this one or none, as the long spinner, counted on to
+/// take the next item, often waited for a CPU itself; W1's fresh items cost 245-313 ns each
+/// with the long spin, 283-393 ns with this one and 643-654 ns with none. No yields: a worker
+/// that yielded its CPU to a busy thread could stay off it for a whole time slice while the
+/// item it was counted on to take waits (measured: W5's median latency went from 7 to 66 µs
+/// with two yield rounds).
+const SPIN_BUDGET: Duration = Duration::from_micros(5);
 
 /// Whether a worker that ran out of items may spin before going idle: only on an unbound
 /// pool, only if no other worker of the pool spins already, and only while spinning pays
@@ -322,10 +329,12 @@ fn next_spin_score(score: u8, found: bool) -> u8 {
 /// an idle worker, and the worker's sleep, when items come a little slower than they run.
 fn spin_for_work(g: &mut MutexGuard<'_, PoolLocked>) -> bool {
     g.nr_spinning += 1;
+    let start = Instant::now();
     let mut found = false;
-    for round in 0..SPIN_ROUNDS {
+    let mut pauses = 32u32;
+    loop {
         MutexGuard::unlocked(g, || {
-            for _ in 0..(32u32 << round) {
+            for _ in 0..pauses {
                 std::hint::spin_loop();
             }
         });
@@ -333,6 +342,10 @@ fn spin_for_work(g: &mut MutexGuard<'_, PoolLocked>) -> bool {
             found = !g.worklist.is_empty();
             break;
         }
+        if start.elapsed() >= SPIN_BUDGET {
+            break;
+        }
+        pauses = (pauses * 2).min(64);
     }
     g.nr_spinning -= 1;
     g.spin_score = next_spin_score(g.spin_score, found);
