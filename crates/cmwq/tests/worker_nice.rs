@@ -3,6 +3,8 @@
 //! item (later ones by the pool's workers or by the monitor, which runs at nice -20), so a
 //! worker that kept its creator's value would run at the queueing thread's nice here.
 //!
+//! High-priority workers also ask the scheduler for a short time slice.
+//!
 //! Its own test binary: the pools must be new, so that this thread makes their first worker.
 
 mod common;
@@ -37,18 +39,92 @@ fn may_lower_nice() -> bool {
         .unwrap()
 }
 
-/// The OS nice value of the worker that runs an item of `wq`.
-fn worker_nice(wq: &Workqueue) -> i32 {
+/// The first version (48 bytes) of the kernel's `struct sched_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// The calling thread's `sched_runtime`: its time slice on kernels with custom slices (6.12+).
+fn current_slice_ns() -> u64 {
+    let mut attr = SchedAttr::default();
+    // SAFETY: `attr` is writable and as large as the size passed; pid 0 is this thread.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            0,
+            &mut attr as *mut SchedAttr,
+            std::mem::size_of::<SchedAttr>() as u32,
+            0u32,
+        )
+    };
+    assert_eq!(rc, 0, "sched_getattr: {}", std::io::Error::last_os_error());
+    attr.runtime
+}
+
+/// Whether this kernel keeps a normal thread's slice as set (EEVDF custom slices).
+fn kernel_has_custom_slices() -> bool {
+    std::thread::spawn(|| {
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            runtime: 200_000,
+            ..SchedAttr::default()
+        };
+        // SAFETY: a valid `struct sched_attr` of the stated size; pid 0 is this thread.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
+        rc == 0 && current_slice_ns() == 200_000
+    })
+    .join()
+    .unwrap()
+}
+
+/// What `f` returns on the worker that runs an item of `wq`.
+fn on_worker<T: Send + 'static>(wq: &Workqueue, f: fn() -> T) -> T {
     let out = Arc::new(Mutex::new(None));
     let item = {
         let out = out.clone();
-        Work::new(move |_| *out.lock().unwrap() = Some(current_os_nice()))
+        Work::new(move |_| *out.lock().unwrap() = Some(f()))
     };
     assert!(wq.queue(&item));
     let i = item.clone();
     with_deadline("flush", move || i.flush());
-    let nice = out.lock().unwrap().expect("the item ran");
-    nice
+    let v = out.lock().unwrap().take().expect("the item ran");
+    v
+}
+
+#[test]
+fn high_priority_workers_ask_for_a_short_slice() {
+    if !kernel_has_custom_slices() || !may_lower_nice() {
+        eprintln!("skipped: no custom slices on this kernel, or no negative nice for this process");
+        return;
+    }
+    let hi = Workqueue::new(&unique("slice-hi"), WqFlags::HIGHPRI, 0).unwrap();
+    assert_eq!(
+        on_worker(&hi, current_slice_ns),
+        100_000,
+        "HIGHPRI worker's slice, ns"
+    );
+    assert_eq!(on_worker(&hi, current_os_nice), -20);
+    let normal = Workqueue::new(&unique("slice-normal"), WqFlags::empty(), 0).unwrap();
+    assert_ne!(
+        on_worker(&normal, current_slice_ns),
+        100_000,
+        "a normal worker keeps the default slice"
+    );
+}
+
+/// The OS nice value of the worker that runs an item of `wq`.
+fn worker_nice(wq: &Workqueue) -> i32 {
+    on_worker(wq, current_os_nice)
 }
 
 #[test]

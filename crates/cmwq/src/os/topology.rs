@@ -105,6 +105,46 @@ pub(crate) fn set_current_nice(nice: i32) -> std::io::Result<()> {
     }
 }
 
+/// The first version (48 bytes) of the kernel's `struct sched_attr` (sched_setattr(2)).
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+}
+
+/// Asks for a time slice of `slice` for the calling thread, which stays `SCHED_OTHER` at
+/// `nice`. Since Linux 6.12 the fair scheduler (EEVDF) takes a normal thread's
+/// `sched_runtime` as its slice (clamped to 0.1-100 ms): a thread with a shorter slice than
+/// the running one may preempt it on wake-up, and the running thread is shielded from
+/// wake-up preemption for at most the shortest slice queued on its CPU. Older kernels ignore
+/// the field.
+pub(crate) fn set_current_slice(slice: std::time::Duration, nice: i32) -> std::io::Result<()> {
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: nice,
+        sched_priority: 0,
+        sched_runtime: slice.as_nanos() as u64,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: `attr` is a valid, initialised `struct sched_attr` of the size it states, and
+    // outlives the call; pid 0 names the calling thread; flags must be 0.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// CPU time used so far by thread `tid` of this process (its POSIX CPU clock, the clock id
 /// `pthread_getcpuclockid` makes from the thread id), or `None` if no thread of this process
 /// has that id any more. Needs no lock: a thread that has exited gives `EINVAL`, and a thread

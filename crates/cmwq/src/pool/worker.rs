@@ -188,7 +188,8 @@ fn setup_thread(pool: &WorkerPool, id: usize) {
     // thread at any nice (`create_first_worker` runs on the queueing thread). Seen before
     // this was so, in a scheduler trace of a W5-like load: unbound workers made by the
     // monitor ran at -20 and kept the producer off its CPU.
-    if let Err(err) = topology::set_current_nice(pool.attrs.nice) {
+    let nice_set = topology::set_current_nice(pool.attrs.nice);
+    if let Err(err) = &nice_set {
         // A lower nice than the thread's own needs CAP_SYS_NICE or RLIMIT_NICE: keep working
         // at the inherited one.
         contain_quiet(|| {
@@ -203,7 +204,20 @@ fn setup_thread(pool: &WorkerPool, id: usize) {
         pool.nice_failed
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    if pool.attrs.nice < 0 && nice_set.is_ok() {
+        // High-priority workers (the kernel's recipe for latency-sensitive items) also ask
+        // for the shortest slice, EEVDF's knob for wake-up latency (BENCHMARKS.md, "A
+        // shorter spin, workers at their pool's nice, and a short slice").
+        if let Err(err) = topology::set_current_slice(HIGHPRI_SLICE, pool.attrs.nice) {
+            contain_quiet(
+                || tracing::debug!(target: "cmwq", pool = pool.id, %err, "could not set worker slice"),
+            );
+        }
+    }
 }
+
+/// The time slice high-priority workers ask for: the least the kernel allows.
+pub(crate) const HIGHPRI_SLICE: Duration = Duration::from_micros(100);
 
 /// Sets the calling thread's worker context (also used by rescuers while attached).
 pub(crate) fn set_worker_ctx(ctx: Option<WorkerCtx>) {
