@@ -65,6 +65,12 @@ impl Raw {
         self.w.write_all(bytes).unwrap();
     }
 
+    /// Sends `bytes` to a server that may have answered and closed already (a refusal
+    /// needs no request): the write may fail with `EPIPE`, the reply is still there to read.
+    pub fn send_maybe_refused(&mut self, bytes: &[u8]) {
+        let _ = self.w.write_all(bytes);
+    }
+
     #[track_caller]
     pub fn reply(&mut self) -> String {
         let mut line = String::new();
