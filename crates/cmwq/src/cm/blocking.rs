@@ -45,7 +45,11 @@ use crate::pool::{flags, kick_pool, Kick, Sleep, WorkerPool};
 /// # Ok::<(), cmwq::Error>(())
 /// ```
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    let Some((pool, id)) = worker::with_worker(|w| (w.pool.clone(), w.id)) else {
+    // Workers of unbound pools always carry `WORKER_UNBOUND` (outside concurrency
+    // management): nothing to account, so no trip through the pool lock.
+    let Some((pool, id)) =
+        worker::with_worker(|w| (!w.pool.is_unbound()).then(|| (w.pool.clone(), w.id))).flatten()
+    else {
         return f();
     };
     let entered = {
