@@ -234,9 +234,18 @@ mod tests {
         // No thread has these ids.
         assert_eq!(thread_cpu_time(0), None);
         assert_eq!(thread_cpu_time(i32::MAX), None);
-        // A thread that has exited has no clock any more.
+        // A thread that has exited has no clock any more. `join` returns once the thread has
+        // cleared its tid word, which the kernel does before the task is gone: until then
+        // its clock may still read, so wait (with a deadline) for it to go.
         let gone = std::thread::spawn(gettid).join().expect("thread");
-        assert_eq!(thread_cpu_time(gone), None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while thread_cpu_time(gone).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "thread {gone} never went away"
+            );
+            std::thread::yield_now();
+        }
     }
 
     #[test]
