@@ -120,10 +120,8 @@ struct SchedAttr {
 
 /// Asks for a time slice of `slice` for the calling thread, which stays `SCHED_OTHER` at
 /// `nice`. Since Linux 6.12 the fair scheduler (EEVDF) takes a normal thread's
-/// `sched_runtime` as its slice (clamped to 0.1-100 ms): a thread with a shorter slice than
-/// the running one may preempt it on wake-up, and the running thread is shielded from
-/// wake-up preemption for at most the shortest slice queued on its CPU. Older kernels ignore
-/// the field.
+/// `sched_runtime` as its slice (clamped to 0.1-100 ms): a shorter slice gives the thread
+/// earlier deadlines, so it runs sooner after it wakes. Older kernels ignore the field.
 pub(crate) fn set_current_slice(slice: std::time::Duration, nice: i32) -> std::io::Result<()> {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,

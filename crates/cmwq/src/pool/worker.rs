@@ -187,7 +187,7 @@ fn setup_thread(pool: &WorkerPool, id: usize) {
     // creator may be the monitor (nice -20), a worker of a high-priority pool, or a user
     // thread at any nice (`create_first_worker` runs on the queueing thread). Seen before
     // this was so, in a scheduler trace of a W5-like load: unbound workers made by the
-    // monitor ran at -20 and kept the producer off its CPU.
+    // monitor ran at -20.
     let nice_set = topology::set_current_nice(pool.attrs.nice);
     if let Err(err) = &nice_set {
         // A lower nice than the thread's own needs CAP_SYS_NICE or RLIMIT_NICE: keep working
@@ -216,8 +216,8 @@ fn setup_thread(pool: &WorkerPool, id: usize) {
     }
 }
 
-/// The time slice high-priority workers ask for: the least the kernel allows.
-pub(crate) const HIGHPRI_SLICE: Duration = Duration::from_micros(100);
+/// The time slice high-priority workers ask for: the least the kernel allows (0.1 ms).
+const HIGHPRI_SLICE: Duration = Duration::from_micros(100);
 
 /// Sets the calling thread's worker context (also used by rescuers while attached).
 pub(crate) fn set_worker_ctx(ctx: Option<WorkerCtx>) {
@@ -293,11 +293,13 @@ pub(crate) fn worker_thread(
 /// How long a worker that ran out of items looks for more before it goes idle: about the
 /// time a producer takes to queue the next item of a stream, in looks 32, 64, 64, ... pause
 /// instructions apart. A time, not a count of pauses: a pause takes 28 ns on the AMD EPYC
-/// we measured (1,000 in 28 µs) and longer on other CPUs, and a longer spin costs more than
-/// it finds: with W5's sleepers (`cmwq-bench`, 2 cores) the probes' median was 10-19 µs with
-/// a spin of 1,000 pauses and 4 µs with this one or none, as the long spinner, counted on to
-/// take the next item, often waited for a CPU itself; W1's fresh items cost 245-313 ns each
-/// with the long spin, 283-393 ns with this one and 643-654 ns with none. No yields: a worker
+/// we measured (1,000 in 28 µs), and its length differs between CPU models. A longer spin
+/// costs more than it finds: with W5's sleepers (`cmwq-bench`, 2 cores) the probes' median
+/// was 10-22 µs with a spin of 1,000 pauses and 4 µs with this one or none, as the long
+/// spinner, counted on to take the next item, often waited for a CPU itself; W1's fresh items
+/// cost 245-313 ns each with the long spin, 332-393 ns with this one and 643-654 ns with none
+/// (BENCHMARKS.md, "A shorter spin, workers at their pool's nice, and a short slice"). No
+/// yields: a worker
 /// that yielded its CPU to a busy thread could stay off it for a whole time slice while the
 /// item it was counted on to take waits (measured: W5's median latency went from 7 to 66 µs
 /// with two yield rounds).
